@@ -1,0 +1,4 @@
+# Metadata lives in pyproject.toml; this shim keeps `pip install -e .` working with old tooling.
+from setuptools import setup
+
+setup()

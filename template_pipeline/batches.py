@@ -1,0 +1,63 @@
+"""The data that flows from an asset to the IO manager.
+
+An asset does not hold a whole site in memory: it returns an :class:`EntitySnapshot` whose
+``batches`` are produced page by page (fetch -> validate) while the IO manager streams them into
+PostgreSQL. The snapshot is complete only once its batches are exhausted; the IO manager commits
+only then, so a failure anywhere in the stream leaves the table as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Entity names are the asset names and the suffix of the table names (``template_<entity>``).
+ENTITIES: tuple[str, ...] = (
+    "settings",
+    "paintings",
+    "users",
+    "orders",
+    "order_items",
+    "exhibitions",
+    "custom_requests",
+    "stats",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A record that failed validation, kept with its reason (quarantined, never dropped)."""
+
+    template_id: str | None
+    reason: str
+    payload: Any
+
+
+@dataclass(slots=True)
+class ValidatedBatch:
+    """One page of records after validation.
+
+    ``rows`` are dicts keyed by the data columns of the entity's table (see ``tables.py``):
+    plain Python values (str, int, Decimal, datetime, bool, None); ``extra`` and other JSON
+    columns hold JSON-compatible values.
+    """
+
+    rows: list[dict[str, Any]]
+    rejects: list[Reject] = field(default_factory=list)
+    fetched: int = 0
+    new_fields: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class EntitySnapshot:
+    """Everything a site currently serves for one entity, as a stream of validated batches.
+
+    ``batches`` may be a generator: it is consumed exactly once, by the IO manager.
+    """
+
+    site: str
+    entity: str
+    batches: Iterable[ValidatedBatch]
+    # Base URL of the site, for messages and previews (never the API key).
+    source: str = ""

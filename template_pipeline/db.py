@@ -1,0 +1,141 @@
+"""Database URLs and the embedded PostgreSQL used where no server is configured.
+
+PostgreSQL is the only store. Production and CI name a server in ``DASHBOARD_DATABASE_URL``;
+the demo and the tests on a fresh machine start a private server from the ``pgserver`` wheel
+under ``.local/`` instead (it listens on a Unix socket only, so it never clashes with a port).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+logger = logging.getLogger(__name__)
+
+DASHBOARD_DATABASE_URL_ENV = "DASHBOARD_DATABASE_URL"
+
+# The repository root: ``.local/`` beside the package holds embedded servers and demo state.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_DIR = Path(os.environ.get("TEMPLATE_PIPELINE_LOCAL_DIR", PROJECT_ROOT / ".local"))
+
+
+class DatabaseConfigError(RuntimeError):
+    """The dashboard database is not configured or its URL is not usable."""
+
+
+def sqlalchemy_url(url: str | URL) -> URL:
+    """Return ``url`` with the psycopg 3 driver, whatever driver (or none) it names.
+
+    Operators paste ``postgres://`` or ``postgresql://`` URLs from their PaaS; the pipeline always
+    talks psycopg 3 (COPY support and server-side binding without SQLAlchemy's slow paths).
+    """
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except Exception as exc:  # sqlalchemy raises ArgumentError with the URL in it
+        raise DatabaseConfigError(
+            f"{DASHBOARD_DATABASE_URL_ENV} is not a valid database URL ({type(exc).__name__})"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        return parsed.set(drivername="postgresql+psycopg")
+    raise DatabaseConfigError(
+        f"{DASHBOARD_DATABASE_URL_ENV} must point to PostgreSQL, not {backend!r}"
+    )
+
+
+def libpq_conninfo(url: str | URL) -> str:
+    """The same database as a libpq URL, for ``psycopg.connect`` and ``psql``."""
+    parsed = sqlalchemy_url(url).set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+def dashboard_database_url(environ: os._Environ | dict | None = None) -> str:
+    """The configured dashboard database URL, or a clear error saying what to set."""
+    env = os.environ if environ is None else environ
+    url = env.get(DASHBOARD_DATABASE_URL_ENV, "").strip()
+    if not url:
+        raise DatabaseConfigError(
+            f"{DASHBOARD_DATABASE_URL_ENV} is not set: point it at the Dashboard's PostgreSQL "
+            "database (for a local try, `make demo` starts an embedded one)"
+        )
+    return url
+
+
+@lru_cache(maxsize=16)
+def get_engine(url: str) -> sa.Engine:
+    """One pooled engine per URL and process (Dagster runs many steps in one process)."""
+    return sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True)
+
+
+def connect(url: str):
+    """A raw psycopg 3 connection (autocommit off): the IO manager's COPY path needs it."""
+    import psycopg
+
+    return psycopg.connect(libpq_conninfo(url))
+
+
+# --- embedded PostgreSQL -------------------------------------------------------------------
+
+
+def start_embedded_postgres(pgdata: Path | None = None, database: str = "dashboard") -> str:
+    """Start (or reuse) a private PostgreSQL server under ``.local/`` and return a URL for it.
+
+    The server keeps running after this process exits so that the demo, ``dagster dev`` and
+    repeated test runs share it; ``stop_embedded_postgres`` stops it.
+    """
+    try:
+        import pgserver
+    except ImportError as exc:  # pragma: no cover - pgserver is a declared dependency
+        raise DatabaseConfigError(
+            "no database URL is configured and the embedded PostgreSQL (pgserver) is not "
+            "installed: run `make install` or set " + DASHBOARD_DATABASE_URL_ENV
+        ) from exc
+
+    pgdata = Path(pgdata or LOCAL_DIR / "pgdata")
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: leave the server running for the next command instead of stopping it
+    # when this interpreter exits.
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    ensure_database(server.get_uri(), database)
+    return server.get_uri(database)
+
+
+def stop_embedded_postgres(pgdata: Path | None = None) -> None:
+    import pgserver
+
+    pgdata = Path(pgdata or LOCAL_DIR / "pgdata")
+    if pgdata.exists():
+        pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
+
+
+def ensure_database(server_url: str, database: str) -> None:
+    """Create ``database`` on the server behind ``server_url`` if it does not exist yet."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(libpq_conninfo(server_url), autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def drop_database(server_url: str, database: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(libpq_conninfo(server_url), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` pointing at another database of the same server."""
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
