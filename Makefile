@@ -1,0 +1,55 @@
+# template-pipeline: the two commands a newcomer needs are `make demo` and `make test`.
+# Everything they need is installed here, into .venv; nothing has to be installed by hand.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/template-pipeline
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-e2e test-browser dev lint format bench-site bench-nightly clean-local
+
+# Reinstall only when the dependency list changes.
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: embedded PostgreSQL + Template simulator + a full sync of the three demo sites.
+demo: install
+	$(CLI) demo
+
+## make test: the whole suite (unit, PostgreSQL, Dagster, end-to-end processes).
+## pytest exits 5 when it ran no test: make treats that, like any non-zero code, as a failure.
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-e2e: install
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+## make dev: the demo setup under `dagster dev` (UI on http://127.0.0.1:3000).
+dev: install
+	$(CLI) dev
+
+lint: install
+	$(VENV)/bin/ruff check template_pipeline template_pipeline_tests benchmarks
+	$(VENV)/bin/ruff format --check template_pipeline template_pipeline_tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format template_pipeline template_pipeline_tests benchmarks
+	$(VENV)/bin/ruff check --fix template_pipeline template_pipeline_tests benchmarks
+
+bench-site: install
+	$(PY) benchmarks/bench_site.py $(BENCH_ARGS)
+
+bench-nightly: install
+	$(PY) benchmarks/bench_nightly.py $(BENCH_ARGS)
+
+## Stop the embedded PostgreSQL and forget the demo state.
+clean-local: install
+	$(PY) -c "from template_pipeline import db; db.stop_embedded_postgres()"
+	rm -rf .local
