@@ -1,0 +1,278 @@
+"""The Starlette application serving the Template export API of simulated sites.
+
+``GET /t/{key}/api/export/{endpoint}`` serves site ``key``; the first site is also served at
+``/api/export/{endpoint}`` (the single-site setup). Each request does no more than check the
+key, slice a list and serialise the slice with orjson, so benchmark sites of a few hundred
+thousand records serve large pages quickly (no per-record cache: orjson dumps a
+1000-record page in well under a millisecond, and a cache would go stale when tests edit
+records in place).
+
+Pagination: list endpoints serve ``records[offset : offset + min(limit, page_cap)]`` in id
+order (``limit`` defaults to 100); ``settings`` honours ``limit``/``offset`` too but has no
+cap and, without ``limit``, serves every setting, so clients that page through it and
+clients that read it in one request both get all of it. ``stats`` and ``full`` ignore both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import random
+from dataclasses import dataclass, field
+from decimal import Decimal
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from template_pipeline.simulator.config import SimSite
+from template_pipeline.simulator.data import TABLES, SiteData, generate_site_data
+
+logger = logging.getLogger(__name__)
+
+# endpoint -> entity (list in SiteData, and key of the "named" envelope)
+LIST_ENDPOINTS: dict[str, str] = {
+    "paintings": "paintings",
+    "users": "users",
+    "orders": "orders",
+    "exhibitions": "exhibitions",
+    "custom-requests": "custom_requests",
+}
+ENDPOINTS: tuple[str, ...] = ("settings", *LIST_ENDPOINTS, "stats", "full")
+DEFAULT_LIMIT = 100
+
+_JSON = "application/json"
+_HTML_ERROR_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
+    b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\n"
+)
+_RANDOM_ERROR_STATUSES = (500, 502, 503)
+
+
+def _default(value: Any) -> Any:
+    # Tests may store Decimals through the mutators; Template sends such numbers as text.
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(document: Any) -> bytes:
+    return orjson.dumps(document, default=_default)
+
+
+def _json(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(document), status_code=status, media_type=_JSON, headers=headers)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"success": False, "error": message}, status, headers)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # a status a script may use but http.HTTPStatus does not name
+        return f"HTTP {status}"
+
+
+def format_retry_after(seconds: float) -> str:
+    # Whole seconds as HTTP says; a fraction is kept (non-standard) so tests can retry fast.
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+@dataclass
+class _Fault:
+    status: int = 200  # answer this status with a JSON error body (when not 200)
+    html: bool = False  # answer 200 with an HTML page
+    truncate: bool = False  # answer 200 with the JSON body cut in the middle
+
+    @property
+    def served(self) -> bool:
+        return self.status == 200 and not self.html and not self.truncate
+
+
+_SERVE = _Fault()
+
+
+@dataclass
+class SiteRuntime:
+    """A served site: its definition, its data, and its per-site request counter."""
+
+    site: SimSite
+    data: SiteData
+    requests: int = 0
+    faulted: int = 0  # how many faulted answers, for tests and benchmarks
+    _consecutive_faults: int = 0
+    _rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(f"template-simulator:{self.site.seed}:{self.site.key}:faults")
+
+    def next_fault(self) -> _Fault:
+        """Count one request and decide how to answer it (see :class:`Faults`)."""
+        self.requests += 1
+        faults = self.site.faults
+        if not faults.active:
+            return _SERVE
+        n = self.requests
+        # Always draw, so the decision for request n does not depend on the other rules.
+        draw = self._rng.random()
+        status_draw = self._rng.random()
+        if n <= len(faults.script):
+            decision = _Fault(status=faults.script[n - 1])
+        elif 0 < faults.max_consecutive_faults <= self._consecutive_faults:
+            decision = _SERVE
+        elif faults.rate_limit_every and n % faults.rate_limit_every == 0:
+            decision = _Fault(status=429)
+        elif draw < faults.error_rate:
+            statuses = _RANDOM_ERROR_STATUSES
+            decision = _Fault(status=statuses[int(status_draw * len(statuses))])
+        elif faults.html_every and n % faults.html_every == 0:
+            decision = _Fault(html=True)
+        elif faults.truncate_every and n % faults.truncate_every == 0:
+            decision = _Fault(truncate=True)
+        else:
+            decision = _SERVE
+        if decision.served:
+            self._consecutive_faults = 0
+        else:
+            self._consecutive_faults += 1
+            self.faulted += 1
+        return decision
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _int_param(request: Request, name: str, default: int | None, minimum: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise _BadRequest(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise _BadRequest(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _render(runtime: SiteRuntime, endpoint: str, limit: int | None, offset: int) -> bytes:
+    site, data = runtime.site, runtime.data
+    named = site.envelope == "named"
+    with data.lock:
+        if endpoint == "stats":
+            return dumps({"stats": data.stats()})
+        if endpoint == "full":
+            tables = {table: data.records(table) for table in TABLES}
+            return dumps(
+                {
+                    "success": True,
+                    "data": tables,
+                    "tables_count": len(tables),
+                    "total_records": sum(len(records) for records in tables.values()),
+                }
+            )
+        if site.faults.ignore_offset:
+            offset = 0
+        entity = "settings" if endpoint == "settings" else LIST_ENDPOINTS[endpoint]
+        records = data.records(entity)
+        if entity == "settings":
+            # Settings are a short table a client may read in one request or page through:
+            # no cap, and no limit unless one is asked for.
+            size = len(records) if limit is None else limit
+        else:
+            size = min(DEFAULT_LIMIT if limit is None else limit, site.page_cap)
+        page = records[offset : offset + size]
+        if entity == "settings":
+            if named:
+                document = {"data": page}
+            else:
+                document = {"success": True, "count": len(page), "data": page}
+        elif named:
+            document = {entity: page}
+        else:
+            document = {"success": True, "count": len(page), "total": len(records), "data": page}
+        return dumps(document)
+
+
+def build_app(sites: list[SimSite]) -> Starlette:
+    """The simulator application; ``app.state.data`` maps each site key to its ``SiteData``.
+
+    ``app.state.runtime`` maps each key to its :class:`SiteRuntime` (request counters).
+    """
+    if not sites:
+        raise ValueError("the simulator needs at least one site")
+    runtimes: dict[str, SiteRuntime] = {}
+    for site in sites:
+        if site.key in runtimes:
+            raise ValueError(f"simulated site {site.key!r} is listed twice")
+        runtimes[site.key] = SiteRuntime(site=site, data=generate_site_data(site))
+    root_key = sites[0].key
+
+    async def export(request: Request) -> Response:
+        key = request.path_params.get("key", root_key)
+        endpoint = request.path_params["endpoint"]
+        runtime = runtimes.get(key)
+        if runtime is None:
+            return _error(404, f"Unknown site {key!r}")
+        if endpoint not in ENDPOINTS:
+            return _error(
+                404, f"Unknown export endpoint {endpoint!r} (known: {', '.join(ENDPOINTS)})"
+            )
+        given = request.headers.get("x-api-key", "")
+        expected = runtime.site.api_key
+        if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+            return _error(401, "Invalid API key")
+        try:
+            limit = _int_param(request, "limit", None, minimum=1)
+            offset = _int_param(request, "offset", 0, minimum=0) or 0
+        except _BadRequest as exc:
+            return _error(400, f"{endpoint}: {exc}")
+
+        fault = runtime.next_fault()
+        faults = runtime.site.faults
+        if faults.slow_ms:
+            await asyncio.sleep(faults.slow_ms / 1000)
+        if fault.status == 429:
+            return _error(
+                429,
+                "Too many requests",
+                headers={"Retry-After": format_retry_after(faults.retry_after)},
+            )
+        if fault.status != 200:
+            return _error(fault.status, _phrase(fault.status))
+        if fault.html:
+            return Response(_HTML_ERROR_PAGE, media_type="text/html; charset=utf-8")
+        body = _render(runtime, endpoint, limit, offset)
+        if fault.truncate:
+            # A proper prefix of a JSON document is never valid JSON.
+            body = body[: len(body) // 2]
+        return Response(body, media_type=_JSON)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        headers = getattr(exc, "headers", None)
+        return _error(status, _phrase(status), headers=headers)
+
+    app = Starlette(
+        routes=[
+            Route("/t/{key}/api/export/{endpoint}", export, methods=["GET"]),
+            Route("/api/export/{endpoint}", export, methods=["GET"]),
+        ],
+        exception_handlers={404: http_error, 405: http_error},
+    )
+    app.state.data = {key: runtime.data for key, runtime in runtimes.items()}
+    app.state.runtime = runtimes
+    for runtime in runtimes.values():
+        logger.debug("simulator: %r", runtime.data)  # the repr holds sizes, never the key
+    return app

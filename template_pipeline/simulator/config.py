@@ -1,0 +1,184 @@
+"""What a simulated Template site is: its size, its envelope, its faults.
+
+This module (and the whole simulator) deliberately does not import Dagster or
+``template_pipeline.sites``: the simulator also runs standalone (``template-pipeline simulate``,
+benchmarks) where a one-second Dagster import would be pure overhead. The two constants shared
+with the site registry are repeated here and a test keeps them equal.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# Same pattern as template_pipeline.sites.SLUG_RE: a simulated site's key is a partition key.
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Same literal as template_pipeline.sites.MASKED: how Template exports secret settings.
+MASKED = "***MASKED***"
+
+ENVELOPES = ("success", "named")
+
+
+def _scriptable(status: int) -> bool:
+    # 200 means "serve normally"; other 1xx-3xx answers would need headers or no body at all.
+    return status == 200 or 400 <= status <= 599
+
+
+@dataclass
+class Faults:
+    """Deterministic misbehaviour of one site (default: none).
+
+    Only well-formed, authenticated requests count (401/400/404 answers never do), one counter
+    per site starting at 1. For request number ``n`` the first matching rule wins:
+
+    1. ``script``: the first ``len(script)`` requests are answered with these statuses, in
+       order (200 = serve normally, 429 comes with ``Retry-After``);
+    2. ``rate_limit_every``: every Nth request is answered 429 with ``Retry-After``;
+    3. ``error_rate``: that share of requests, drawn from a RNG seeded by the site, is answered
+       500, 502 or 503;
+    4. ``html_every``: every Nth request is answered 200 with an HTML proxy error page;
+    5. ``truncate_every``: every Nth request is answered 200 with its JSON cut in the middle.
+
+    ``slow_ms`` delays every counted request; ``ignore_offset`` makes list endpoints always
+    serve their first page (a buggy server a client must detect instead of looping forever).
+    ``max_consecutive_faults`` (0 = unlimited) serves a request normally once that many
+    faulted answers in a row were given (``script`` ones count, but ``script`` itself is always
+    honoured): a client that retries that many times is then sure to succeed.
+    """
+
+    error_rate: float = 0.0
+    rate_limit_every: int = 0
+    retry_after: float = 1.0
+    slow_ms: int = 0
+    html_every: int = 0
+    truncate_every: int = 0
+    ignore_offset: bool = False
+    script: list[int] = field(default_factory=list)
+    max_consecutive_faults: int = 0
+
+    def validate(self, site_key: str) -> None:
+        problems = []
+        if not 0.0 <= self.error_rate <= 1.0:
+            problems.append(f"error_rate must be within [0, 1], got {self.error_rate!r}")
+        for name in ("rate_limit_every", "html_every", "truncate_every", "slow_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                problems.append(f"{name} must be a non-negative integer, got {value!r}")
+        if not isinstance(self.max_consecutive_faults, int) or self.max_consecutive_faults < 0:
+            problems.append(
+                "max_consecutive_faults must be a non-negative integer, "
+                f"got {self.max_consecutive_faults!r}"
+            )
+        if self.retry_after < 0:
+            problems.append(f"retry_after must be >= 0, got {self.retry_after!r}")
+        bad = [s for s in self.script if not isinstance(s, int) or not _scriptable(s)]
+        if bad:
+            problems.append(f"script statuses must be 200 or within 400-599, got {bad!r}")
+        if problems:
+            raise ValueError(f"simulated site {site_key!r}: faults: " + "; ".join(problems))
+
+    @property
+    def active(self) -> bool:
+        """Whether any fault rule is active (the fast path skips all fault logic otherwise)."""
+        return bool(
+            self.error_rate
+            or self.rate_limit_every
+            or self.slow_ms
+            or self.html_every
+            or self.truncate_every
+            or self.ignore_offset
+            or self.script
+        )
+
+
+@dataclass
+class SimSite:
+    """One simulated Template site: its records are generated from ``seed`` (deterministic)."""
+
+    key: str
+    api_key: str = field(repr=False)
+    name: str = ""
+    seed: int = 0
+    paintings: int = 40
+    users: int = 15
+    orders: int = 25
+    exhibitions: int = 4
+    custom_requests: int = 6
+    envelope: str = "success"
+    page_cap: int = 100
+    invalid_ratio: float = 0.03
+    faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not SLUG_RE.match(self.key):
+            raise ValueError(
+                f"simulated site key must be a slug (lowercase letters, digits and '-'), "
+                f"got {self.key!r}"
+            )
+        problems = []
+        if not isinstance(self.api_key, str) or not self.api_key or self.api_key == MASKED:
+            problems.append("api_key must be a non-empty string (not the masked placeholder)")
+        for entity in ("paintings", "users", "orders", "exhibitions", "custom_requests"):
+            value = getattr(self, entity)
+            if not isinstance(value, int) or value < 0:
+                problems.append(f"{entity} must be a non-negative integer, got {value!r}")
+        if self.envelope not in ENVELOPES:
+            problems.append(f"envelope must be one of {ENVELOPES}, got {self.envelope!r}")
+        if not isinstance(self.page_cap, int) or self.page_cap < 1:
+            problems.append(f"page_cap must be a positive integer, got {self.page_cap!r}")
+        if not 0.0 <= self.invalid_ratio <= 1.0:
+            problems.append(f"invalid_ratio must be within [0, 1], got {self.invalid_ratio!r}")
+        if problems:
+            raise ValueError(f"simulated site {self.key!r}: " + "; ".join(problems))
+        self.faults.validate(self.key)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.key
+
+
+def demo_sites() -> list[SimSite]:
+    """The three sites of the demo: one per envelope, and one that misbehaves but recovers.
+
+    The API keys are fixed, public demo values: the demo's sites file points at environment
+    variables holding them, exactly as with real sites.
+    """
+    return [
+        SimSite(
+            key="atelier-marie",
+            api_key="demo-key-atelier-marie",
+            name="Atelier Marie",
+            seed=1,
+            envelope="success",
+        ),
+        SimSite(
+            key="galerie-lumiere",
+            api_key="demo-key-galerie-lumiere",
+            name="Galerie Lumière",
+            seed=2,
+            paintings=60,
+            users=20,
+            orders=30,
+            envelope="named",
+            page_cap=25,
+        ),
+        SimSite(
+            key="studio-ombre",
+            api_key="demo-key-studio-ombre",
+            name="Studio Ombre",
+            seed=3,
+            paintings=30,
+            users=10,
+            orders=15,
+            envelope="success",
+            faults=Faults(
+                script=[500],
+                error_rate=0.15,
+                rate_limit_every=11,
+                retry_after=1.0,
+                slow_ms=50,
+                # Never more than two failures in a row: a client retrying 3 times succeeds.
+                max_consecutive_faults=2,
+            ),
+        ),
+    ]
