@@ -54,6 +54,16 @@ def libpq_conninfo(url: str | URL) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def dagster_storage_url(url: str | URL) -> str:
+    """``url`` as dagster-postgres needs it in ``DAGSTER_POSTGRES_URL``: the psycopg2 driver.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` URL to psycopg 3, whose server-side binding
+    breaks dagster-postgres (``NOTIFY run_events, $1``); naming psycopg2 keeps it working.
+    """
+    parsed = sqlalchemy_url(url).set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
 def dashboard_database_url(environ: os._Environ | dict | None = None) -> str:
     """The configured dashboard database URL, or a clear error saying what to set."""
     env = os.environ if environ is None else environ

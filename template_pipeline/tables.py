@@ -1,0 +1,333 @@
+"""The Dashboard's tables: the one schema definition (SQLAlchemy Core).
+
+Table and column names are a contract with the Dashboard application (see DESIGN.md): rename
+nothing here without the Dashboard. Every other module takes table and column names from this
+file, never from string literals, so the SQL the IO manager builds only ever names identifiers
+defined here.
+
+Two kinds of tables:
+
+* merged (``mode="merge"``): the current state of each site, one row per upstream record, keyed
+  by ``(site, <keys>)``. Rows deleted upstream keep their row with ``deleted_at`` set. The
+  bookkeeping columns say when a row was first seen, when its content last changed
+  (``updated_at``), when it was last written (``synced_at``) and by which run.
+* history (``template_stats`` append-only, ``template_rejects``, ``template_sync_runs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from template_pipeline import db
+
+metadata = sa.MetaData()
+
+Mode = Literal["merge", "append"]
+
+MONEY = sa.Numeric(12, 2)
+TIMESTAMPTZ = sa.DateTime(timezone=True)
+
+# Leave room in each heap page so that an update of a row can stay on its page (a HOT update:
+# no new index entries), which is most of the work of a re-sync where part of a site changed.
+_MERGED_TABLE_STORAGE = {"fillfactor": 85}
+
+
+def _bookkeeping_columns() -> list[sa.Column]:
+    return [
+        sa.Column("first_seen_at", TIMESTAMPTZ, nullable=False),
+        # When the row's content last changed (not when it was last fetched).
+        sa.Column("updated_at", TIMESTAMPTZ, nullable=False),
+        # When the pipeline last wrote the row (insert, change, soft delete or restore).
+        sa.Column("synced_at", TIMESTAMPTZ, nullable=False),
+        # Set when the site stopped serving the record; cleared if it comes back.
+        sa.Column("deleted_at", TIMESTAMPTZ, nullable=True),
+        sa.Column("last_run_id", sa.Text, nullable=True),
+    ]
+
+
+def _merged_table(name: str, keys: tuple[str, ...], *data_columns: sa.Column) -> sa.Table:
+    """A merged table: ``site`` + data columns + bookkeeping, primary key ``(site, *keys)``.
+
+    No extra index on ``site``: the primary key starts with it and already serves the
+    Dashboard's per-site reads, and a second index would slow down the first load of a site.
+    """
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("site", sa.Text, nullable=False),
+        *data_columns,
+        *_bookkeeping_columns(),
+        sa.PrimaryKeyConstraint("site", *keys, name=f"{name}_pkey"),
+        postgresql_with=_MERGED_TABLE_STORAGE,
+    )
+
+
+def _text(name: str) -> sa.Column:
+    return sa.Column(name, sa.Text)
+
+
+def _key(name: str) -> sa.Column:
+    return sa.Column(name, sa.Text, nullable=False)
+
+
+template_paintings = _merged_table(
+    "template_paintings",
+    ("template_id",),
+    _key("template_id"),
+    _text("name"),
+    sa.Column("price", MONEY),
+    _text("category"),
+    _text("technique"),
+    sa.Column("year", sa.Integer),
+    sa.Column("quantity", sa.Integer),
+    _text("status"),
+    _text("image"),
+    _text("image_url"),
+    sa.Column("display_order", sa.Integer),
+    _text("site_name"),
+    sa.Column("extra", JSONB),
+)
+
+template_users = _merged_table(
+    "template_users",
+    ("template_id",),
+    _key("template_id"),
+    _text("name"),
+    _text("email"),
+    sa.Column("create_date", TIMESTAMPTZ),
+    _text("role"),
+    _text("site_name"),
+    sa.Column("extra", JSONB),
+)
+
+template_orders = _merged_table(
+    "template_orders",
+    ("template_id",),
+    _key("template_id"),
+    _text("customer_name"),
+    _text("email"),
+    sa.Column("total_price", MONEY),
+    sa.Column("order_date", TIMESTAMPTZ),
+    _text("status"),
+    sa.Column("items", JSONB),
+    sa.Column("item_count", sa.Integer),
+    _text("site_name"),
+    sa.Column("extra", JSONB),
+)
+
+template_order_items = _merged_table(
+    "template_order_items",
+    ("order_id", "line_no"),
+    _key("order_id"),
+    sa.Column("line_no", sa.Integer, nullable=False),
+    _text("painting_id"),
+    _text("name"),
+    _text("image"),
+    sa.Column("price", MONEY),
+    sa.Column("quantity", sa.Integer),
+    sa.Column("extra", JSONB),
+)
+
+template_settings = _merged_table(
+    "template_settings",
+    ("key",),
+    _key("key"),
+    _text("value"),
+    sa.Column("is_masked", sa.Boolean),
+)
+
+template_exhibitions = _merged_table(
+    "template_exhibitions",
+    ("template_id",),
+    _key("template_id"),
+    _text("title"),
+    _text("description"),
+    sa.Column("start_date", sa.Date),
+    sa.Column("end_date", sa.Date),
+    _text("location"),
+    sa.Column("extra", JSONB),
+)
+
+template_custom_requests = _merged_table(
+    "template_custom_requests",
+    ("template_id",),
+    _key("template_id"),
+    _text("name"),
+    _text("email"),
+    _text("message"),
+    sa.Column("budget", MONEY),
+    _text("status"),
+    sa.Column("created_at", TIMESTAMPTZ),
+    sa.Column("extra", JSONB),
+)
+
+# Append-only: one row per stats fetch, so the Dashboard can chart a site over time.
+template_stats = sa.Table(
+    "template_stats",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("site", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text),
+    sa.Column("fetched_at", TIMESTAMPTZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("paintings", sa.Integer),
+    sa.Column("users", sa.Integer),
+    sa.Column("orders", sa.Integer),
+    sa.Column("exhibitions", sa.Integer),
+    sa.Column("custom_requests", sa.Integer),
+    sa.Column("revenue", sa.Numeric(14, 2)),
+    sa.Column("payload", JSONB),
+    sa.Index("ix_template_stats_site_fetched_at", "site", "fetched_at"),
+)
+
+# Records that failed validation, with the reason: quarantined, never silently dropped.
+template_rejects = sa.Table(
+    "template_rejects",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("site", sa.Text, nullable=False),
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("template_id", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload", JSONB),
+    sa.Column("run_id", sa.Text),
+    sa.Column("rejected_at", TIMESTAMPTZ, nullable=False, server_default=sa.func.now()),
+    sa.Index("ix_template_rejects_site_entity_rejected_at", "site", "entity", "rejected_at"),
+)
+
+SYNC_STATUSES = ("success", "failed", "refused")
+SYNC_COUNT_COLUMNS = (
+    "fetched",
+    "valid",
+    "rejected",
+    "duplicates",
+    "inserted",
+    "updated",
+    "unchanged",
+    "deleted",
+    "restored",
+)
+
+# One row per (site, entity) sync attempt, whatever its outcome: the audit trail checks and
+# the Dashboard read ("when did this site last sync, and what changed"). A 'failed' or
+# 'refused' row wrote nothing: its inserted/updated/unchanged/restored are 0, and for
+# 'refused' ``deleted`` is the number of rows the snapshot would have soft-deleted.
+template_sync_runs = sa.Table(
+    "template_sync_runs",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("site", sa.Text, nullable=False),
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+    *(
+        sa.Column(name, sa.Integer, nullable=False, server_default="0")
+        for name in SYNC_COUNT_COLUMNS
+    ),
+    sa.Column("new_fields", JSONB),
+    sa.Column("error", sa.Text),
+    sa.Column("started_at", TIMESTAMPTZ, nullable=False),
+    sa.Column("finished_at", TIMESTAMPTZ, nullable=False),
+    sa.CheckConstraint(
+        "status IN ('success', 'failed', 'refused')", name="template_sync_runs_status_check"
+    ),
+    sa.Index("ix_template_sync_runs_site_entity_finished_at", "site", "entity", "finished_at"),
+)
+
+# Columns the IO manager fills in itself (a batch row never carries them).
+MERGE_BOOKKEEPING_COLUMNS = (
+    "site",
+    "first_seen_at",
+    "updated_at",
+    "synced_at",
+    "deleted_at",
+    "last_run_id",
+)
+APPEND_BOOKKEEPING_COLUMNS = ("id", "site", "run_id", "fetched_at")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How one entity is stored: its table, key columns and the columns a batch row carries.
+
+    ``keys`` are the data key columns without ``site``; ``data_columns`` are exactly the keys of
+    ``ValidatedBatch.rows`` dicts for the entity (keys included). ``preview_columns`` are the
+    columns safe to show in Dagster metadata (no e-mail addresses, no setting values).
+    """
+
+    entity: str
+    table: sa.Table
+    keys: tuple[str, ...]
+    data_columns: tuple[str, ...]
+    mode: Mode
+    preview_columns: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def json_columns(self) -> frozenset[str]:
+        """Data columns stored as JSONB (the IO manager serialises them)."""
+        return frozenset(c for c in self.data_columns if isinstance(self.table.c[c].type, JSONB))
+
+    @property
+    def compared_columns(self) -> tuple[str, ...]:
+        """Data columns whose change is a content change (every data column except the keys)."""
+        return tuple(c for c in self.data_columns if c not in self.keys)
+
+
+# Never shown in previews: contact details, free text written by customers, setting values
+# (a site may publish a key it should not) and JSON blobs (they may hold anything).
+_NEVER_PREVIEWED = frozenset({"email", "value", "message", "extra", "items", "payload"})
+
+
+def _spec(
+    entity: str,
+    table: sa.Table,
+    keys: tuple[str, ...],
+    mode: Mode = "merge",
+    private: tuple[str, ...] = (),
+) -> TableSpec:
+    bookkeeping = MERGE_BOOKKEEPING_COLUMNS if mode == "merge" else APPEND_BOOKKEEPING_COLUMNS
+    data_columns = tuple(c.name for c in table.columns if c.name not in bookkeeping)
+    hidden = _NEVER_PREVIEWED | set(private)
+    preview = tuple(c for c in data_columns if c not in hidden)
+    return TableSpec(entity, table, keys, data_columns, mode, preview)
+
+
+ENTITY_TABLES: dict[str, TableSpec] = {
+    spec.entity: spec
+    for spec in (
+        _spec("settings", template_settings, ("key",)),
+        _spec("paintings", template_paintings, ("template_id",)),
+        _spec("users", template_users, ("template_id",), private=("name",)),
+        _spec("orders", template_orders, ("template_id",), private=("customer_name",)),
+        _spec("order_items", template_order_items, ("order_id", "line_no")),
+        _spec("exhibitions", template_exhibitions, ("template_id",)),
+        _spec("custom_requests", template_custom_requests, ("template_id",), private=("name",)),
+        _spec("stats", template_stats, (), mode="append"),
+    )
+}
+
+# A fixed 64-bit advisory lock key, so every process creating the schema waits for the first.
+_CREATE_TABLES_LOCK = "template_pipeline:create_tables"
+
+
+def create_tables(engine_or_url: sa.Engine | str) -> None:
+    """Create the tables and indexes that are missing (never alters existing ones).
+
+    Runs in one transaction under a transaction-scoped advisory lock: two processes starting on
+    an empty database at once would otherwise both see a table missing and one would fail on
+    ``CREATE TABLE``.
+    """
+    engine = db.get_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"),
+            {"name": _CREATE_TABLES_LOCK},
+        )
+        metadata.create_all(conn, checkfirst=True)
