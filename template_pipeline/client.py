@@ -198,6 +198,17 @@ def _fingerprint(records: list[Any]) -> str:
     return hashlib.blake2b(encoded, digest_size=16).hexdigest()
 
 
+def _page_identity(records: list[Any]) -> tuple[int, str]:
+    """What the repeat check compares: a page's length and its first and last records.
+
+    A server that ignores ``offset`` serves the very same page again, and this catches it;
+    hashing every record of every page instead cost about a tenth of the client's time on a
+    large site. Two consecutive pages of a real listing never start and end with the same
+    records (and a page of identical records repeats either way).
+    """
+    return len(records), _fingerprint([records[0], records[-1]])
+
+
 def _parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
     if not value:
@@ -300,7 +311,7 @@ class TemplateClient:
         site: str,
         base_url: str,
         api_key: str,
-        page_size: int = 500,
+        page_size: int = 1000,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_retries: int = 5,
@@ -352,6 +363,15 @@ class TemplateClient:
         self._random = random.Random()
         self._session = _ExportSession()
         self._session.max_redirects = _MAX_REDIRECTS
+        # With trust_env, requests re-reads the proxy variables and ~/.netrc on every request
+        # (about a tenth of the client's time on a large site). Every request of this client
+        # goes to one origin, so the environment's proxies (NO_PROXY included) and CA bundle are
+        # read once, here. netrc is deliberately not consulted: the API key is the credential.
+        self._session.trust_env = False
+        self._session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle:
+            self._session.verify = ca_bundle
         self._session.headers.update({"Accept": "application/json", "User-Agent": self.user_agent})
 
     def __repr__(self) -> str:
@@ -430,7 +450,7 @@ class TemplateClient:
     def _pages(self, endpoint: str) -> Iterator[list[dict[str, Any]]]:
         offset = 0
         pages = 0
-        previous: str | None = None
+        previous: tuple[int, str] | None = None
         while True:
             payload = self._request_json(
                 endpoint, params={"limit": self.page_size, "offset": offset}
@@ -454,7 +474,7 @@ class TemplateClient:
                     site=self.site,
                     endpoint=endpoint,
                 )
-            fingerprint = _fingerprint(records)
+            fingerprint = _page_identity(records)
             if fingerprint == previous:
                 raise TemplatePaginationError(
                     f"the page at offset {offset} repeats the previous page "
@@ -860,7 +880,9 @@ def _server_message(response: requests.Response) -> str:
 class TemplateClientResource(dg.ConfigurableResource):
     """Dagster resource: typed fields, builds a TemplateClient per site at run time."""
 
-    page_size: int = 500
+    # Each request costs about a millisecond of the client's CPU whatever its size: 1000
+    # records a page halve that cost against 500 (a server that caps lower sends short pages).
+    page_size: int = 1000
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_retries: int = 5

@@ -65,7 +65,9 @@ def demo_environment(
 
     simulator = SimulatorServer(demo_sites(), port=port_or_free(port) if port else 0).start()
     try:
-        sites_file = write_sites_file(local_dir / "demo" / "sites.yaml", simulator.sites_file_entries())
+        sites_file = write_sites_file(
+            local_dir / "demo" / "sites.yaml", simulator.sites_file_entries()
+        )
         env = {
             db.DASHBOARD_DATABASE_URL_ENV: dashboard_url,
             SITES_FILE_ENV: str(sites_file),

@@ -331,3 +331,8 @@ def create_tables(engine_or_url: sa.Engine | str) -> None:
             {"name": _CREATE_TABLES_LOCK},
         )
         metadata.create_all(conn, checkfirst=True)
+
+
+# The operations tables (alerts, webhook events, site health) live on the same metadata; the
+# import comes last because ops_tables imports this module's names.
+from template_pipeline import ops_tables  # noqa: E402, F401

@@ -1,10 +1,12 @@
 """Validation of Template export records into Dashboard rows (``template_pipeline.models``).
 
-Under test: the coercions of what sites really send (numbers as text, blanks, naive and offset
-timestamps, MySQL zero dates, ids as numbers), one rejection per rule with a reason naming the
-field, unknown fields kept in ``extra`` and reported in ``new_fields``, painting ``image_url``
-joining, masked settings, order items (validation, JSON text, explosion into lines), the stats
-row and its aliases, pages mixing valid and invalid records, and non-Latin text kept intact.
+Under test: rows carry exactly the columns of the tables in ``tables.py``; the coercions of what
+sites really send (numbers as text, blanks, naive and offset timestamps, MySQL zero dates, ids as
+numbers); one rejection per rule with a reason naming the field (including values beyond the
+column bounds and text PostgreSQL cannot store, with rejects that are themselves storable);
+unknown fields kept in ``extra`` and reported in ``new_fields``; painting ``image_url`` joining;
+masked and duplicate settings; order items (validation, JSON text, explosion into lines); the
+stats row and its aliases; pages mixing valid and invalid records; non-Latin text kept intact.
 """
 
 from __future__ import annotations
@@ -801,7 +803,25 @@ def test_mixed_page_returns_rows_and_rejects_adding_up_to_fetched():
     assert batch.new_fields == {"extra_field"}
 
 
-def test_page_and_per_record_paths_build_the_same_rows():
+def test_large_page_keeps_every_record_in_order():
+    # Longer than the chunks validate_records works in, with failures on their boundaries.
+    size = 3 * models._CHUNK + 5
+    records = [{"id": i, "name": f"P{i}", "price": i} for i in range(size)]
+    bad = {0, models._CHUNK - 1, models._CHUNK, 2 * models._CHUNK + 1, size - 1}
+    for i in bad:
+        records[i]["price"] = -1
+    records[size // 2]["name"] = "nul\x00"
+    bad.add(size // 2)
+    batch = validate_records("paintings", records)
+    assert [row["template_id"] for row in batch.rows] == [
+        str(i) for i in range(size) if i not in bad
+    ]
+    assert [reject.template_id for reject in batch.rejects] == [str(i) for i in sorted(bad)]
+    assert batch.rejects[-1].reason == "price: must be >= 0 (got -1)"
+    assert len(batch.rows) + len(batch.rejects) == batch.fetched == size
+
+
+def test_a_bad_record_does_not_change_the_rows_of_the_others():
     records = [
         {**BASE_RECORDS["orders"], "id": i, "order_date": "2024-03-01 10:22:00", "x": i}
         for i in range(5)

@@ -1,0 +1,485 @@
+"""Asset checks: built from the spec table, each passing and failing on crafted data.
+
+Crafted snapshots are written with the IO manager's ``write_snapshot`` and the evaluations read
+them back from PostgreSQL, as they do in a run. Two runs through Dagster show what blocking
+means: a reject rate above the threshold on ``orders`` keeps ``order_items`` from running, and a
+mass-delete refusal of the IO manager surfaces as a failed blocking ``mass_delete_guard`` check.
+"""
+
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from template_pipeline import db
+from template_pipeline.assets import (
+    ALL_ENTITIES,
+    ENDPOINT_SPECS,
+    IO_MANAGER_KEY,
+    order_items,
+    site_run_tags,
+    template_assets,
+    template_site_sync_job,
+)
+from template_pipeline.batches import EntitySnapshot, ValidatedBatch
+from template_pipeline.checks import (
+    CHECK_RULES,
+    MASS_DELETE_GUARD,
+    CheckTarget,
+    DashboardDatabase,
+    TemplateCheckSettings,
+    evaluate_freshness,
+    evaluate_items_reference_paintings,
+    evaluate_mass_delete_guard,
+    evaluate_matches_site_stats,
+    evaluate_order_totals,
+    evaluate_reject_rate,
+    evaluate_site_name_present,
+    evaluate_unique_ids,
+    freshness_evaluations,
+    report_refused_sync,
+    template_checks,
+)
+from template_pipeline.client import TemplateClientResource
+from template_pipeline.io_manager import (
+    MassDeleteRefusedError,
+    TemplatePostgresIOManager,
+    write_snapshot,
+)
+from template_pipeline.models import validate_records, validate_stats
+from template_pipeline.simulator import SimSite, SimulatorServer
+from template_pipeline.sites import sites_partitions, write_sites_file
+from template_pipeline.tables import template_sync_runs
+
+WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
+
+
+def _site() -> str:
+    return f"chk-{uuid.uuid4().hex[:8]}"
+
+
+def _write(url: str, site: str, entity: str, records: list[dict], run_id: str = "run-1"):
+    batch = (
+        ValidatedBatch(rows=[validate_stats(records[0])], fetched=1)
+        if entity == "stats"
+        else validate_records(entity, records)
+    )
+    snapshot = EntitySnapshot(site=site, entity=entity, batches=[batch])
+    return write_snapshot(url, snapshot, run_id=run_id)
+
+
+def _evaluate(url: str, evaluate, site: str, entity: str, run_id: str = "run-1", **settings):
+    with db.get_engine(url).connect() as conn:
+        return evaluate(conn, CheckTarget(site, entity, run_id), TemplateCheckSettings(**settings))
+
+
+def _paintings(n: int, *, start: int = 1) -> list[dict[str, Any]]:
+    return [{"id": i, "name": f"Toile {i}", "price": "100.00"} for i in range(start, start + n)]
+
+
+def _order(oid: int, total: str, *items: tuple[int, str, int]) -> dict[str, Any]:
+    return {
+        "id": oid,
+        "total_price": total,
+        "items": [{"painting_id": p, "price": price, "quantity": q} for p, price, q in items],
+    }
+
+
+# --- the rules come from the spec table --------------------------------------------------------
+
+
+def test_checks_are_built_from_the_spec_table():
+    keys = {key for check in template_checks for key in check.check_keys}
+    assert len(keys) == sum(len(rule.entities) for rule in CHECK_RULES)
+    record_entities = {s.entity for s in ENDPOINT_SPECS if s.kind in ("list", "settings")}
+    by_rule = {
+        rule.name: {k.asset_key.path[-1] for k in keys if k.name == rule.name}
+        for rule in CHECK_RULES
+    }
+    assert by_rule["reject_rate"] == record_entities
+    assert by_rule["freshness"] == set(ALL_ENTITIES)
+    assert by_rule[MASS_DELETE_GUARD] == set(ALL_ENTITIES) - {"stats"}
+    specs = {spec.key: spec for check in template_checks for spec in check.check_specs}
+    assert specs[dg.AssetCheckKey(dg.AssetKey("orders"), "reject_rate")].blocking
+    assert specs[dg.AssetCheckKey(dg.AssetKey("paintings"), MASS_DELETE_GUARD)].blocking
+    assert not specs[dg.AssetCheckKey(dg.AssetKey("orders"), "order_totals")].blocking
+    assert all(spec.partitions_def == sites_partitions for spec in specs.values())
+
+
+@pytest.mark.parametrize(
+    ("fields", "env", "threshold", "min_rejects", "hours"),
+    [
+        ({}, {}, 0.05, 3, 26.0),
+        ({}, {"TEMPLATE_MAX_REJECT_RATE": "0.1", "TEMPLATE_FRESHNESS_HOURS": "2"}, 0.1, 3, 2.0),
+        ({"max_reject_rate": 0.2}, {"TEMPLATE_MAX_REJECT_RATE": "0.1"}, 0.2, 3, 26.0),
+        ({"min_rejects_for_error": 1}, {}, 0.05, 1, 26.0),
+    ],
+)
+def test_check_settings_resolution(monkeypatch, fields, env, threshold, min_rejects, hours):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = TemplateCheckSettings(**fields)
+    assert settings.reject_rate_threshold() == threshold
+    assert settings.min_rejects() == min_rejects
+    assert settings.freshness_window().total_seconds() == hours * 3600
+
+
+@pytest.mark.parametrize(
+    ("method", "env", "message"),
+    [
+        ("reject_rate_threshold", {"TEMPLATE_MAX_REJECT_RATE": "5%"}, "must be a number"),
+        ("reject_rate_threshold", {"TEMPLATE_MAX_REJECT_RATE": "5"}, "between 0 and 1"),
+        ("min_rejects", {"TEMPLATE_MIN_REJECTS_FOR_ERROR": "0"}, "whole number >= 1"),
+        ("freshness_window", {"TEMPLATE_FRESHNESS_HOURS": "0"}, "must be positive"),
+    ],
+)
+def test_check_settings_reject_bad_values(monkeypatch, method, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        getattr(TemplateCheckSettings(), method)()
+
+
+# --- each check on crafted data ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("good", "bad", "passed", "severity"),
+    [
+        (40, 0, True, None),
+        (39, 1, False, WARN),  # 2.5 %: within the threshold
+        (3, 1, False, WARN),  # 25 %, but a single record: not an emergency
+        (15, 5, False, ERROR),  # 25 % and 5 records: blocks
+    ],
+)
+def test_reject_rate(database_url, good, bad, passed, severity):
+    site = _site()
+    records = _paintings(good) + [{"id": 1000 + i, "price": "-1"} for i in range(bad)]
+    _write(database_url, site, "paintings", records)
+    result = _evaluate(database_url, evaluate_reject_rate, site, "paintings")
+    assert result.passed is passed
+    if severity is not None:
+        assert result.severity == severity
+    assert result.metadata["rejected"].value == bad
+    assert result.metadata["fetched"].value == good + bad
+    if bad:
+        reasons = result.metadata["top_reasons"].value
+        assert "name: required" in reasons and "-1" not in reasons
+
+
+def test_reject_rate_without_any_sync_is_a_warning(database_url):
+    _write(database_url, _site(), "paintings", _paintings(1))  # the schema exists
+    result = _evaluate(database_url, evaluate_reject_rate, _site(), "paintings")
+    assert not result.passed and result.severity == WARN
+    assert "no successful sync" in result.description
+
+
+def test_unique_ids_reports_duplicates(database_url):
+    site = _site()
+    _write(database_url, site, "paintings", _paintings(3))
+    assert _evaluate(database_url, evaluate_unique_ids, site, "paintings").passed
+    _write(database_url, site, "paintings", [*_paintings(3), *_paintings(2)], run_id="run-2")
+    result = _evaluate(database_url, evaluate_unique_ids, site, "paintings", run_id="run-2")
+    assert not result.passed and result.severity == WARN
+    assert result.metadata["duplicates"].value == 2
+    assert result.metadata["distinct"].value == 3
+
+
+@pytest.mark.parametrize(("reported", "passed"), [(5, True), (6, True), (9, False)])
+def test_matches_site_stats(database_url, reported, passed):
+    site = _site()
+    _write(database_url, site, "paintings", [*_paintings(5), {"id": 99, "price": "1"}])
+    _write(database_url, site, "stats", [{"paintings": reported, "users": 1}])
+    result = _evaluate(database_url, evaluate_matches_site_stats, site, "paintings")
+    assert result.passed is passed
+    assert result.metadata["live_rows"].value == 5
+    if not passed:
+        assert result.severity == WARN
+        assert result.metadata["unaccounted"].value == 3
+
+
+def test_order_totals_lists_the_first_mismatches(database_url):
+    site = _site()
+    orders = [
+        _order(1, "30.00", (1, "10.00", 3)),
+        _order(2, "25.00", (1, "10.00", 1), (2, "12.50", 1)),  # 22.50
+        _order(3, "0.00"),  # no items: not checked
+        _order(10, "5.00", (2, "2.50", 1)),  # 2.50
+    ]
+    _write(database_url, site, "orders", orders[:1])
+    assert _evaluate(database_url, evaluate_order_totals, site, "orders").passed
+    _write(database_url, site, "orders", orders, run_id="run-2")
+    result = _evaluate(database_url, evaluate_order_totals, site, "orders", run_id="run-2")
+    assert not result.passed and result.severity == WARN
+    assert result.metadata["mismatches"].value == 2
+    assert result.metadata["orders_without_items"].value == 1
+    assert "first: 2, 10" in result.description
+    assert "2.50" in result.metadata["first_mismatches"].value
+
+
+def test_items_reference_paintings(database_url):
+    site, other = _site(), _site()
+    _write(database_url, site, "paintings", _paintings(2))
+    _write(database_url, other, "paintings", _paintings(1, start=7))
+    rows = [
+        {
+            "order_id": "1",
+            "line_no": 1,
+            "painting_id": "1",
+            "name": None,
+            "image": None,
+            "price": Decimal("1.00"),
+            "quantity": 1,
+            "extra": {},
+        },
+        {
+            "order_id": "1",
+            "line_no": 2,
+            "painting_id": "7",
+            "name": None,
+            "image": None,
+            "price": Decimal("1.00"),
+            "quantity": 1,
+            "extra": {},
+        },
+        {
+            "order_id": "2",
+            "line_no": 1,
+            "painting_id": None,
+            "name": None,
+            "image": None,
+            "price": Decimal("1.00"),
+            "quantity": 1,
+            "extra": {},
+        },
+    ]
+    snapshot = EntitySnapshot(site, "order_items", [ValidatedBatch(rows=rows, fetched=3)])
+    write_snapshot(database_url, snapshot, run_id="run-1")
+    result = _evaluate(database_url, evaluate_items_reference_paintings, site, "order_items")
+    assert not result.passed and result.severity == WARN
+    meta = {key: value.value for key, value in result.metadata.items()}
+    assert meta["items"] == 3
+    assert meta["referenced"] == 1
+    assert meta["unknown_painting"] == 1
+    assert meta["painting_of_another_site"] == 1
+    assert meta["without_painting_id"] == 1
+    assert meta["first_unknown_paintings"] == ["7"]
+
+
+def test_mass_delete_guard_passes_and_fails(database_url):
+    site = _site()
+    _write(database_url, site, "paintings", _paintings(20))
+    _write(database_url, site, "paintings", _paintings(18), run_id="run-2")
+    result = _evaluate(database_url, evaluate_mass_delete_guard, site, "paintings", "run-2")
+    assert result.passed
+    assert result.metadata["deleted"].value == 2
+    assert result.metadata["live_rows_before"].value == 20
+    with pytest.raises(MassDeleteRefusedError):
+        _write(database_url, site, "paintings", _paintings(2), run_id="run-3")
+    result = _evaluate(database_url, evaluate_mass_delete_guard, site, "paintings", "run-3")
+    assert not result.passed and result.severity == ERROR
+    assert "refused" in result.description
+    assert result.metadata["would_delete"].value == 16
+
+
+def test_freshness(database_url):
+    site = _site()
+    _write(database_url, site, "users", [{"id": 1, "name": "Ana"}])
+    assert _evaluate(database_url, evaluate_freshness, site, "users").passed
+    with db.get_engine(database_url).begin() as conn:
+        conn.execute(
+            sa.update(template_sync_runs)
+            .where(template_sync_runs.c.site == site)
+            .values(finished_at=sa.func.now() - sa.text("interval '30 hours'"))
+        )
+    result = _evaluate(database_url, evaluate_freshness, site, "users")
+    assert not result.passed and result.severity == ERROR
+    assert result.metadata["age_hours"].value >= 30
+    assert _evaluate(database_url, evaluate_freshness, site, "users", freshness_hours=31).passed
+
+    with db.get_engine(database_url).connect() as conn:
+        evaluations = list(
+            freshness_evaluations(conn, [site], TemplateCheckSettings().freshness_window())
+        )
+    by_entity = {e.asset_key.path[-1]: e for e in evaluations}
+    assert set(by_entity) == set(ALL_ENTITIES)
+    assert all(e.partition == site and e.check_name == "freshness" for e in evaluations)
+    assert not by_entity["users"].passed
+    assert "never synced" in by_entity["orders"].description
+
+
+@pytest.mark.parametrize(
+    ("settings", "passed"),
+    [
+        ([{"key": "site_name", "value": "Atelier Marie"}], True),
+        ([{"key": "site_logo", "value": "logo.png"}], False),
+        ([{"key": "site_name", "value": "***MASKED***"}], False),
+        ([{"key": "site_name", "value": "  "}, {"key": "x", "value": "1"}], False),
+    ],
+)
+def test_site_name_present(database_url, settings, passed):
+    site = _site()
+    _write(database_url, site, "settings", settings)
+    result = _evaluate(database_url, evaluate_site_name_present, site, "settings")
+    assert result.passed is passed
+    if not passed:
+        assert result.severity == ERROR
+
+
+# --- blocking, through Dagster ----------------------------------------------------------------
+
+
+def _check_results(
+    instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult
+) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    """The run's check evaluations as stored in the instance (what the UI and alerts read)."""
+    records = instance.get_records_for_run(
+        result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    evaluations = [r.event_log_entry.dagster_event.asset_check_evaluation_data for r in records]
+    return {(e.asset_key.path[-1], e.check_name): e for e in evaluations}
+
+
+def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {
+        e.asset_key.path[-1]
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+    }
+
+
+def _started_steps(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START}
+
+
+@pytest.fixture
+def simulated_site(tmp_path, monkeypatch) -> Iterator[tuple[SimulatorServer, str, str]]:
+    site = _site()
+    server = SimulatorServer([SimSite(key=site, api_key="k-" + site, invalid_ratio=0.0)]).start()
+    try:
+        path = write_sites_file(tmp_path / "sites.yaml", server.sites_file_entries())
+        for name, value in server.api_key_env().items():
+            monkeypatch.setenv(name, value)
+        yield server, site, str(path)
+    finally:
+        server.stop()
+
+
+def test_failed_blocking_reject_rate_on_orders_stops_order_items(database_url, simulated_site):
+    server, site, sites_file = simulated_site
+    data = server.data(site)
+    for order in data.orders[:6]:
+        order.pop("total_price", None)  # a required field: each of these orders is rejected
+    data.touch()
+    defs = dg.Definitions(
+        assets=template_assets,
+        asset_checks=template_checks,
+        jobs=[template_site_sync_job],
+        resources={
+            "template_client": TemplateClientResource(sites_file=sites_file),
+            IO_MANAGER_KEY: TemplatePostgresIOManager(database_url=database_url),
+            "dashboard_database": DashboardDatabase(database_url=database_url),
+            "template_check_settings": TemplateCheckSettings(),
+        },
+        executor=dg.in_process_executor,
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(sites_partitions.name, [site])
+    result = defs.resolve_job_def(template_site_sync_job.name).execute_in_process(
+        instance=instance,
+        partition_key=site,
+        tags=site_run_tags(site),
+        # The site's other assets are not needed to show the blocking (and cost seconds).
+        asset_selection=[dg.AssetKey(e) for e in ("orders", "order_items", "stats")],
+        raise_on_error=False,
+    )
+    assert not result.success
+    checks = _check_results(instance, result)
+    failed = {key for key, evaluation in checks.items() if not evaluation.passed}
+    assert failed == {("orders", "reject_rate")}
+    assert checks[("orders", "reject_rate")].severity == ERROR
+    assert checks[("orders", "reject_rate")].partition == site
+    assert "orders" in _materialized(result)
+    assert "order_items" not in _materialized(result)
+    assert not any(key[0] == "order_items" for key in checks)
+    assert _started_steps(result) >= {"orders", "orders_checks"}
+    assert "order_items" not in _started_steps(result)
+
+
+class _GuardReportingIOManager(TemplatePostgresIOManager):
+    """The IO manager with the proposed hook: a refusal is also reported as a failed check.
+
+    (A no-op once io_manager.py calls ``report_refused_sync`` itself: it reports once.)
+    """
+
+    def handle_output(self, context: dg.OutputContext, obj: EntitySnapshot) -> None:
+        try:
+            super().handle_output(context, obj)
+        except MassDeleteRefusedError as exc:
+            report_refused_sync(context, exc)
+            raise
+
+
+def test_mass_delete_refusal_is_a_failed_blocking_check(database_url):
+    site = _site()
+    orders_to_serve = {"n": 20}
+
+    @dg.asset(name="orders", partitions_def=sites_partitions, io_manager_key=IO_MANAGER_KEY)
+    def orders(context: dg.AssetExecutionContext) -> EntitySnapshot:
+        records = [_order(i, "10.00", (1, "10.00", 1)) for i in range(1, orders_to_serve["n"] + 1)]
+        batch = validate_records("orders", records)
+        return EntitySnapshot(site=context.partition_key, entity="orders", batches=[batch])
+
+    wanted = {"orders", "order_items"}
+    checks = [
+        check
+        for check in template_checks
+        if {spec.asset_key.path[-1] for spec in check.check_specs} <= wanted
+    ]
+    defs = dg.Definitions(
+        assets=[orders, order_items],
+        asset_checks=checks,
+        resources={
+            IO_MANAGER_KEY: _GuardReportingIOManager(database_url=database_url),
+            "dashboard_database": DashboardDatabase(database_url=database_url),
+            "template_check_settings": TemplateCheckSettings(),
+        },
+        jobs=[dg.define_asset_job("guard_job")],
+        executor=dg.in_process_executor,
+    )
+    job = defs.resolve_job_def("guard_job")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(sites_partitions.name, [site])
+
+    first = job.execute_in_process(instance=instance, partition_key=site, raise_on_error=False)
+    assert first.success
+    assert _check_results(instance, first)[("orders", MASS_DELETE_GUARD)].passed
+
+    orders_to_serve["n"] = 2  # the site suddenly serves 2 of its 20 orders
+    second = job.execute_in_process(instance=instance, partition_key=site, raise_on_error=False)
+    assert not second.success
+    guard = _check_results(instance, second)[("orders", MASS_DELETE_GUARD)]
+    assert not guard.passed and guard.severity == ERROR and guard.blocking
+    assert guard.partition == site
+    assert guard.metadata["would_delete"].value == 18
+    assert "order_items" not in _materialized(second)
+    assert "order_items" not in _started_steps(second)
+    record = instance.get_latest_asset_check_evaluation_record(
+        dg.AssetCheckKey(dg.AssetKey("orders"), MASS_DELETE_GUARD)
+    )
+    assert record is not None and record.run_id == second.run_id
+    with db.get_engine(database_url).connect() as conn:
+        statuses = (
+            conn.execute(
+                sa.select(template_sync_runs.c.status)
+                .where(template_sync_runs.c.site == site, template_sync_runs.c.entity == "orders")
+                .order_by(template_sync_runs.c.id)
+            )
+            .scalars()
+            .all()
+        )
+    assert statuses == ["success", "refused"]

@@ -1,0 +1,199 @@
+"""Schedules and the health job: what they ask for at a given time, and what the job records.
+
+The nightly schedule asks for one tagged run per registered site partition at 02:00 in Paris;
+the hourly schedule launches the health job, which records each site's probe in
+``template_site_health``, alerts when a site goes down and when it comes back, and evaluates
+every site's freshness checks. The definitions load with all of it and no secret.
+"""
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from template_pipeline import db
+from template_pipeline.alerts import AlertSinks
+from template_pipeline.assets import SITE_TAG, template_site_sync_job
+from template_pipeline.checks import DashboardDatabase, TemplateCheckSettings
+from template_pipeline.client import TemplateClientResource
+from template_pipeline.ops_tables import template_alerts, template_site_health
+from template_pipeline.schedules import (
+    HEALTH_JOB_NAME,
+    TRIGGER_TAG,
+    hourly_template_health,
+    nightly_template_sync,
+    template_health_job,
+)
+from template_pipeline.simulator import Faults, SimSite, SimulatorServer
+from template_pipeline.sites import sites_partitions, write_sites_file
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    return dg.DagsterInstance.ephemeral()
+
+
+@pytest.fixture(scope="module")
+def _schedule_instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def schedule_instance(_schedule_instance) -> dg.DagsterInstance:
+    """A persistent test instance (schedule contexts need one), without site partitions."""
+    for key in _schedule_instance.get_dynamic_partitions(sites_partitions.name):
+        _schedule_instance.delete_dynamic_partition(sites_partitions.name, key)
+    return _schedule_instance
+
+
+def test_definitions_load_with_schedules_sensors_and_checks():
+    from template_pipeline.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    repository = defs.get_repository_def()
+    assert {s.name for s in repository.schedule_defs} == {
+        "nightly_template_sync",
+        "hourly_template_health",
+    }
+    assert {s.name for s in repository.sensor_defs} == {
+        "template_sites_sensor",
+        "template_changes_sensor",
+        "template_webhook_sensor",
+        "template_alerts_sensor",
+    }
+    assert repository.has_job(HEALTH_JOB_NAME)
+    check_keys = repository.asset_graph.asset_check_keys
+    assert dg.AssetCheckKey(dg.AssetKey("orders"), "reject_rate") in check_keys
+
+
+def test_nightly_schedule_is_0200_in_paris():
+    assert nightly_template_sync.cron_schedule == "0 2 * * *"
+    assert nightly_template_sync.execution_timezone == "Europe/Paris"
+    assert nightly_template_sync.job_name == template_site_sync_job.name
+    assert nightly_template_sync.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("scheduled", "day"),
+    [
+        # Summer time: 02:00 in Paris is 00:00 UTC.
+        (datetime(2026, 7, 1, 2, 0, tzinfo=PARIS), "2026-07-01"),
+        (datetime(2026, 7, 1, 0, 0, tzinfo=timezone.utc), "2026-07-01"),
+        # The night clocks go forward.
+        (datetime(2026, 3, 29, 2, 0, tzinfo=PARIS), "2026-03-29"),
+        # Winter time: 01:00 UTC.
+        (datetime(2026, 1, 15, 1, 0, tzinfo=timezone.utc), "2026-01-15"),
+    ],
+)
+def test_nightly_schedule_requests_one_tagged_run_per_site(schedule_instance, scheduled, day):
+    instance = schedule_instance
+    instance.add_dynamic_partitions(sites_partitions.name, ["studio-b", "atelier-a"])
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=scheduled)
+    requests = nightly_template_sync(context)
+    assert [r.partition_key for r in requests] == ["atelier-a", "studio-b"]
+    for request in requests:
+        assert request.tags[SITE_TAG] == request.partition_key
+        assert request.tags[TRIGGER_TAG] == "nightly"
+        assert request.run_key == f"nightly:{day}:{request.partition_key}"
+        assert request.asset_selection is None  # every asset of the site
+
+
+def test_nightly_schedule_skips_without_sites(schedule_instance):
+    context = dg.build_schedule_context(
+        instance=schedule_instance, scheduled_execution_time=datetime(2026, 7, 1, 2, tzinfo=PARIS)
+    )
+    result = nightly_template_sync(context)
+    assert isinstance(result, dg.SkipReason)
+    assert "template_sites_sensor" in result.skip_message
+
+
+def test_hourly_health_schedule_launches_the_health_job(schedule_instance):
+    assert hourly_template_health.job_name == HEALTH_JOB_NAME
+    assert hourly_template_health.execution_timezone == "Europe/Paris"
+    scheduled = datetime(2026, 7, 1, 14, 10, tzinfo=PARIS)
+    request = hourly_template_health(
+        dg.build_schedule_context(instance=schedule_instance, scheduled_execution_time=scheduled)
+    )
+    assert request.run_key == "health:2026-07-01T12:10:00+00:00"
+    assert request.tags[TRIGGER_TAG] == "hourly-health"
+
+
+@pytest.fixture
+def two_sites(tmp_path, monkeypatch) -> Iterator[tuple[list[str], str]]:
+    up, flaky = (f"hlt-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    sites = [
+        SimSite(key=up, api_key="k-up", paintings=3, users=1, orders=1),
+        # The first request is answered 503: down at the first probe, back at the second.
+        SimSite(
+            key=flaky, api_key="k-fl", paintings=3, users=1, orders=1, faults=Faults(script=[503])
+        ),
+    ]
+    with SimulatorServer(sites) as server:
+        path = write_sites_file(tmp_path / "sites.yaml", server.sites_file_entries())
+        for name, value in server.api_key_env().items():
+            monkeypatch.setenv(name, value)
+        yield [up, flaky], str(path)
+
+
+def test_health_job_records_probes_and_alerts_on_changes(instance, database_url, two_sites):
+    (up, flaky), sites_file = two_sites
+    instance.add_dynamic_partitions(sites_partitions.name, [up, flaky])
+    resources = {
+        "template_client": TemplateClientResource(sites_file=sites_file),
+        "dashboard_database": DashboardDatabase(database_url=database_url),
+        "template_check_settings": TemplateCheckSettings(),
+        "alert_sinks": AlertSinks(),
+    }
+    job = template_health_job
+    first = job.execute_in_process(instance=instance, resources=resources)
+    second = job.execute_in_process(instance=instance, resources=resources)
+    assert first.success and second.success
+
+    with db.get_engine(database_url).connect() as conn:
+        probes = conn.execute(
+            sa.select(template_site_health)
+            .where(template_site_health.c.site.in_([up, flaky]))
+            .order_by(template_site_health.c.id)
+        ).all()
+        alerts = conn.execute(
+            sa.select(template_alerts)
+            .where(template_alerts.c.site.in_([up, flaky]))
+            .order_by(template_alerts.c.id)
+        ).all()
+    by_site = {
+        site: [(p.status, p.changed) for p in probes if p.site == site] for site in (up, flaky)
+    }
+    assert by_site[up] == [("up", False), ("up", False)]
+    assert by_site[flaky] == [("down", True), ("up", True)]
+    assert [p.run_id for p in probes if p.site == flaky] == [first.run_id, second.run_id]
+    assert probes[0].latency_ms is not None
+
+    assert [(a.site, a.source, a.severity) for a in alerts] == [
+        (flaky, "health", "ERROR"),
+        (flaky, "health", "INFO"),
+    ]
+    assert "is down" in alerts[0].message and "503" in alerts[0].message
+    assert all(a.resolved_at is not None for a in alerts)  # the site is back
+    assert alerts[0].webhook_status == "disabled"
+
+    freshness = instance.get_records_for_run(
+        second.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    evaluations = [r.event_log_entry.dagster_event.asset_check_evaluation_data for r in freshness]
+    assert {(e.partition, e.check_name) for e in evaluations} == {
+        (up, "freshness"),
+        (flaky, "freshness"),
+    }
+    assert len(evaluations) == 2 * 8
+    assert not any(e.passed for e in evaluations)  # never synced
+    record = instance.get_latest_asset_check_evaluation_record(
+        dg.AssetCheckKey(dg.AssetKey("paintings"), "freshness")
+    )
+    assert record is not None and record.run_id == second.run_id
