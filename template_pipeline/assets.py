@@ -36,6 +36,8 @@ from template_pipeline.sites import SiteConfigError, sites_partitions
 GROUP = "template"
 IO_MANAGER_KEY = "dashboard_io_manager"
 SITE_TAG = "template/site"
+# Who asked for a run: cli, nightly, sensor names, webhook... (shown in the UI's run list).
+TRIGGER_TAG = "template/trigger"
 
 # Failures the client does not retry itself (5xx and 429 beyond its budget, an unusable answer,
 # a database error in the IO manager) get another chance from Dagster. Configuration errors, a
@@ -233,6 +235,9 @@ template_site_sync_job = dg.define_asset_job(
 )
 
 
-def site_run_tags(site: str) -> dict[str, str]:
+def site_run_tags(site: str, trigger: str | None = None) -> dict[str, str]:
     """Tags of a site's runs: the run queue allows one run per site value at a time."""
-    return {SITE_TAG: site}
+    tags = {SITE_TAG: site}
+    if trigger:
+        tags[TRIGGER_TAG] = trigger
+    return tags

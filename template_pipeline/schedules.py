@@ -26,7 +26,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from template_pipeline.alerts import AlertLog, AlertSinks, Delivery, health_alert, resolve_alerts
-from template_pipeline.assets import site_run_tags, template_site_sync_job
+from template_pipeline.assets import TRIGGER_TAG, site_run_tags, template_site_sync_job
 from template_pipeline.checks import (
     DashboardDatabase,
     TemplateCheckSettings,
@@ -42,7 +42,6 @@ NIGHTLY_CRON = "0 2 * * *"
 HOURLY_HEALTH_CRON = "10 * * * *"
 HEALTH_JOB_NAME = "template_health"
 # Why a run was requested (nightly, new-site, changes, webhook, cli): filterable in the UI.
-TRIGGER_TAG = "template/trigger"
 # Probes run in parallel; each is bounded by its timeouts, so the job takes seconds.
 _PROBE_WORKERS = 8
 

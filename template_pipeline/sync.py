@@ -123,7 +123,7 @@ def sync_site(
             instance=instance,
             partition_key=site,
             asset_selection=selection,
-            tags={**site_run_tags(site), "template/trigger": trigger},
+            tags=site_run_tags(site, trigger),
             raise_on_error=False,
         )
     except Exception as exc:  # a run that could not even start: keep going with other sites
