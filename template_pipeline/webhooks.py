@@ -42,12 +42,10 @@ import hmac
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +58,7 @@ from starlette.routing import Route
 
 from template_pipeline import db
 from template_pipeline.assets import ALL_ENTITIES, ENDPOINT_SPECS
+from template_pipeline.http_server import BackgroundServer
 from template_pipeline.ops_tables import ensure_schema, template_webhook_events
 from template_pipeline.sites import SLUG_RE, SiteConfigError, SiteRegistry, load_registry
 
@@ -334,7 +333,7 @@ def build_webhook_app(database_url: str, **intake_options: Any) -> Starlette:
     return app
 
 
-class WebhookServer:
+class WebhookServer(BackgroundServer):
     """The intake served by uvicorn in a daemon thread (tests, embedding); ``port=0`` picks one.
 
     ::
@@ -346,80 +345,12 @@ class WebhookServer:
     def __init__(
         self, database_url: str, host: str = DEFAULT_HOST, port: int = 0, **intake_options: Any
     ) -> None:
-        self.app = build_webhook_app(database_url, **intake_options)
-        self.host = host
-        self._requested_port = port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self.port: int | None = None
-
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("the webhook server is not started")
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> WebhookServer:
-        if self._thread is not None:
-            raise RuntimeError("the webhook server is already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            # Bound here so the port is known at once and free of races.
-            sock.bind((self.host, self._requested_port))
-            sock.listen(64)
-        except OSError as exc:
-            sock.close()
-            raise RuntimeError(
-                f"webhook server cannot listen on {self.host}:{self._requested_port}: {exc}"
-            ) from exc
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
+        super().__init__(
+            build_webhook_app(database_url, **intake_options),
+            name="webhook server",
+            host=host,
+            port=port,
         )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="template-webhooks", daemon=True
-        )
-        self._server, self._thread, self._socket = server, thread, sock
-        self.port = sock.getsockname()[1]
-        thread.start()
-        deadline = time.monotonic() + 15.0
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"webhook server failed to start on {self.host}")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        server, thread, sock = self._server, self._thread, self._socket
-        self._server = self._thread = self._socket = None
-        self.port = None
-        if server is not None:
-            server.should_exit = True
-        if thread is not None and thread.is_alive():
-            thread.join(10.0)
-            if thread.is_alive() and server is not None:
-                server.force_exit = True
-                thread.join(10.0)
-        if sock is not None:
-            sock.close()
-
-    def __enter__(self) -> WebhookServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def serve(
