@@ -8,7 +8,10 @@ CLI := $(VENV)/bin/template-pipeline
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-e2e test-browser dev lint format bench-site bench-nightly clean-local
+.PHONY: install demo test test-e2e test-browser browser-deps validate dev lint format bench-site bench-nightly clean-local
+
+# `sudo` only where we are not root already (CI machines run as root).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Reinstall only when the dependency list changes.
 $(STAMP): pyproject.toml setup.py
@@ -30,6 +33,20 @@ test: install
 
 test-e2e: install
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+## make test-browser: the Dagster UI in headless Chromium (Debian's package driven by Playwright;
+## no browser is ever downloaded). `make test` runs it too where /usr/bin/chromium exists.
+test-browser: install browser-deps
+	$(PY) -m pytest -m browser $(PYTEST_ARGS)
+
+## Debian's chromium for the browser check.
+browser-deps:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+## make validate: `dagster definitions validate` on a throwaway instance (in the repo root,
+## Dagster would otherwise read the production dagster.yaml, which needs DAGSTER_POSTGRES_URL).
+validate: install
+	DAGSTER_HOME=$$(mktemp -d) $(VENV)/bin/dagster definitions validate -m template_pipeline.definitions
 
 ## make dev: the demo setup under `dagster dev` (UI on http://127.0.0.1:3000).
 dev: install

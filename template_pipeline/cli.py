@@ -54,8 +54,13 @@ def probe_site(site, client_factory=None) -> tuple[str, float | None, str]:
 
     factory = client_factory or (
         lambda s: TemplateClient(
-            site=s.key, base_url=s.base_url, api_key=s.api_key, api_key_env=s.api_key_env,
-            max_retries=0, connect_timeout=5.0, read_timeout=15.0,
+            site=s.key,
+            base_url=s.base_url,
+            api_key=s.api_key,
+            api_key_env=s.api_key_env,
+            max_retries=0,
+            connect_timeout=5.0,
+            read_timeout=15.0,
         )
     )
     start = time.perf_counter()
@@ -110,7 +115,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         sites=args.site,
         entities=args.entity,
         database_url=database_url,
-        log_level="DEBUG" if args.verbose else "WARNING",
+        # Without -v the summary says what failed and why; step tracebacks stay in the run's
+        # event log (the UI), where they belong.
+        log_level="DEBUG" if args.verbose else "CRITICAL",
     )
     _out(format_summary(outcomes))
     return EXIT_OK if all(o.success for o in outcomes) else EXIT_SITE_FAILED
@@ -126,8 +133,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.sites:
         sites = [
             SimSite(
-                key=f"site-{i + 1}", api_key=f"sim-key-{i + 1}", seed=args.seed + i,
-                paintings=args.paintings, users=args.users, orders=args.orders,
+                key=f"site-{i + 1}",
+                api_key=f"sim-key-{i + 1}",
+                seed=args.seed + i,
+                paintings=args.paintings,
+                users=args.users,
+                orders=args.orders,
             )
             for i in range(args.sites)
         ]
@@ -159,11 +170,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from template_pipeline.sync import format_summary, run_sync
 
     started = time.perf_counter()
-    _out("demo: starting the embedded PostgreSQL and the Template simulator ...")
+    where = (
+        "the PostgreSQL of DASHBOARD_DATABASE_URL"
+        if os.environ.get(db.DASHBOARD_DATABASE_URL_ENV, "").strip()
+        else "the embedded PostgreSQL"
+    )
+    _out(f"demo: starting the Template simulator; tables go to {where} ...")
     with demo_environment() as env:
         registry = load_registry()
-        _out(f"demo: {len(registry)} simulated sites on {env.simulator.url}: "
-             f"{', '.join(registry.keys())}")
+        _out(
+            f"demo: {len(registry)} simulated sites on {env.simulator.url}: "
+            f"{', '.join(registry.keys())}"
+        )
         _out("demo: full sync through Dagster (template-pipeline sync) ...\n")
         outcomes = run_sync(registry, database_url=env.env[db.DASHBOARD_DATABASE_URL_ENV])
         _out(format_summary(outcomes))
@@ -179,9 +197,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
         _out(f"dev: simulator on {env.simulator.url}, sites file {env.sites_file}")
         _out(f"dev: Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops everything)")
         command = [
-            sys.executable, "-m", "dagster", "dev",
-            "-w", str(db.PROJECT_ROOT / "workspace.yaml"),
-            "-h", args.host, "-p", str(args.port),
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(db.PROJECT_ROOT / "workspace.yaml"),
+            "-h",
+            args.host,
+            "-p",
+            str(args.port),
         ]
         process = subprocess.Popen(command, env=os.environ.copy(), cwd=db.PROJECT_ROOT)
         try:
@@ -226,10 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("sync", help="materialise the selected sites and entities through Dagster")
-    p.add_argument("--site", action="append", metavar="KEY", help="a site key (repeatable; default: all)")
-    p.add_argument("--entity", action="append", metavar="NAME",
-                   help="an entity: settings, paintings, users, orders, order_items, exhibitions, "
-                        "custom_requests, stats (repeatable; default: all)")
+    p.add_argument(
+        "--site", action="append", metavar="KEY", help="a site key (repeatable; default: all)"
+    )
+    p.add_argument(
+        "--entity",
+        action="append",
+        metavar="NAME",
+        help="an entity: settings, paintings, users, orders, order_items, exhibitions, "
+        "custom_requests, stats (repeatable; default: all)",
+    )
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("sites", help="list the configured sites (never their keys)")
@@ -242,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="serve simulated Template sites (demo, tests, benchmarks)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--sites", type=int, default=0, help="N generated sites (default: the 3 demo sites)")
+    p.add_argument(
+        "--sites", type=int, default=0, help="N generated sites (default: the 3 demo sites)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--paintings", type=int, default=40)
     p.add_argument("--users", type=int, default=15)

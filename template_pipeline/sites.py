@@ -120,7 +120,9 @@ def _site_from_entry(index: int, entry: object, environ: Mapping[str, str]) -> S
     key = entry.get("key")
     label = repr(key) if isinstance(key, str) and key else f"#{index + 1}"
     if unknown:
-        raise SiteConfigError(f"site {label}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        raise SiteConfigError(
+            f"site {label}: unknown field(s) {', '.join(sorted(map(str, unknown)))}"
+        )
     if not isinstance(key, str) or not SLUG_RE.match(key):
         raise SiteConfigError(
             f"site {label}: key must be a slug (lowercase letters, digits and '-', "

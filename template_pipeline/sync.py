@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from template_pipeline import db
 from template_pipeline.assets import ALL_ENTITIES, site_run_tags, template_site_sync_job
 from template_pipeline.sites import SiteConfigError, SiteRegistry, sites_partitions
+from template_pipeline.tables import SYNC_COUNT_COLUMNS, template_sync_runs
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +91,18 @@ def _step_errors(result: dg.ExecuteInProcessResult) -> dict[str, str]:
 
 
 def _sync_rows(database_url: str, run_id: str) -> dict[str, dict]:
-    engine = db.get_engine(database_url)
-    query = sa.text(
-        "SELECT entity, status, fetched, valid, rejected, duplicates, inserted, updated, "
-        "unchanged, deleted, restored, error FROM template_sync_runs WHERE run_id = :run_id "
-        "ORDER BY id"
+    runs = template_sync_runs
+    query = (
+        sa.select(
+            runs.c.entity, runs.c.status, runs.c.error, *(runs.c[c] for c in SYNC_COUNT_COLUMNS)
+        )
+        .where(runs.c.run_id == run_id)
+        .order_by(runs.c.id)
     )
-    with engine.connect() as conn:
+    with db.get_engine(database_url).connect() as conn:
         if conn.execute(sa.text("SELECT to_regclass('template_sync_runs')")).scalar() is None:
             return {}
-        return {row.entity: dict(row._mapping) for row in conn.execute(query, {"run_id": run_id})}
+        return {row.entity: dict(row._mapping) for row in conn.execute(query)}
 
 
 def sync_site(
@@ -137,20 +140,7 @@ def sync_site(
         row = rows.get(entity)
         error = step_errors.get(entity)
         if row is not None:
-            counts = {
-                k: int(row[k] or 0)
-                for k in (
-                    "fetched",
-                    "valid",
-                    "rejected",
-                    "duplicates",
-                    "inserted",
-                    "updated",
-                    "unchanged",
-                    "deleted",
-                    "restored",
-                )
-            }
+            counts = {k: int(row[k] or 0) for k in SYNC_COUNT_COLUMNS}
             outcome.entities.append(
                 EntityOutcome(entity, row["status"], counts, error or row["error"])
             )

@@ -48,9 +48,11 @@ def database_url(postgres_server_url) -> str:
     """A fresh database for this test session (SQLAlchemy URL, psycopg driver)."""
     name = f"tp_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     db.ensure_database(postgres_server_url, name)
-    url = str(db.sqlalchemy_url(db.with_database(postgres_server_url, name)).render_as_string(
-        hide_password=False
-    ))
+    url = str(
+        db.sqlalchemy_url(db.with_database(postgres_server_url, name)).render_as_string(
+            hide_password=False
+        )
+    )
     yield url
     db.get_engine.cache_clear()
     db.drop_database(postgres_server_url, name)

@@ -36,8 +36,10 @@ def test_partitions_definition_is_the_template_sites_dynamic_partitions():
 def test_sites_file_is_read_with_keys_from_the_environment(tmp_path):
     path = _write(
         tmp_path,
-        [_site("atelier-marie", name="Atelier Marie"),
-         _site("site-b", base_url="http://127.0.0.1:8000/t/site-b")],
+        [
+            _site("atelier-marie", name="Atelier Marie"),
+            _site("site-b", base_url="http://127.0.0.1:8000/t/site-b"),
+        ],
     )
     env = {"TEMPLATE_SITES_FILE": str(path), "KEY_ATELIER_MARIE": "k1", "KEY_SITE_B": " k2 "}
     registry = load_registry(env)
@@ -140,7 +142,10 @@ def test_nothing_configured():
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"TEMPLATE_BASE_URL": "https://solo.example/"}, "TEMPLATE_API_KEY (its api_key_env) is not set"),
+        (
+            {"TEMPLATE_BASE_URL": "https://solo.example/"},
+            "TEMPLATE_API_KEY (its api_key_env) is not set",
+        ),
         ({"TEMPLATE_BASE_URL": "https://solo.example/", "TEMPLATE_API_KEY": ""}, "is empty"),
         ({"TEMPLATE_BASE_URL": "https://solo.example/", "TEMPLATE_API_KEY": MASKED}, "masked"),
         ({"TEMPLATE_BASE_URL": "solo.example", "TEMPLATE_API_KEY": "k"}, "absolute"),
