@@ -30,11 +30,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dagster as dg
 import orjson
-import pandas as pd
 import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
@@ -50,6 +49,9 @@ from template_pipeline.tables import (
     template_rejects,
     template_sync_runs,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +299,35 @@ def read_live_rows(
 
     Returns an empty frame with the requested columns when the table does not exist yet.
     """
+    # pandas costs about a second of CPU to import: only the callers that want a frame pay it.
+    import pandas as pd
+
+    names, rows = _select_live_rows(database_url, entity, site, columns)
+    with _gc_paused():
+        return pd.DataFrame.from_records(rows, columns=names)
+
+
+def read_live_columns(
+    database_url: str,
+    entity: str,
+    site: str,
+    columns: Sequence[str] | None = None,
+) -> dict[str, list[Any]]:
+    """:func:`read_live_rows` as ``{column: [values]}``, in the same order, without pandas.
+
+    ``result["template_id"]`` reads like a frame's column; a table that does not exist yet gives
+    empty lists.
+    """
+    names, rows = _select_live_rows(database_url, entity, site, columns)
+    if not rows:
+        return {name: [] for name in names}
+    values = zip(*rows, strict=True)  # rows to columns
+    return {name: list(column) for name, column in zip(names, values, strict=True)}
+
+
+def _select_live_rows(
+    database_url: str, entity: str, site: str, columns: Sequence[str] | None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     spec = table_spec(entity)
     table = spec.table
     names = list(columns) if columns else [c.name for c in table.columns]
@@ -313,9 +344,8 @@ def read_live_rows(
     with db.connect(database_url) as conn, _gc_paused():
         exists = conn.execute("SELECT to_regclass(%s)", (spec.name,)).fetchone()
         if exists is None or exists[0] is None:
-            return pd.DataFrame(columns=names)
-        rows = conn.execute(query, (site,)).fetchall()
-        return pd.DataFrame.from_records(rows, columns=names)
+            return names, []
+        return names, conn.execute(query, (site,)).fetchall()
 
 
 # --- the Dagster IO manager --------------------------------------------------------------------
@@ -923,6 +953,7 @@ __all__ = [
     "SyncResult",
     "TemplatePostgresIOManager",
     "ensure_tables",
+    "read_live_columns",
     "read_live_rows",
     "sync_metadata",
     "table_spec",

@@ -1,0 +1,684 @@
+"""Benchmark: the nightly sync of N small sites through the run queue and the daemon.
+
+Run it with ``make bench-nightly`` (``BENCH_ARGS="--sites 1000"`` for the documented run), or
+``python benchmarks/bench_nightly.py --help``.
+
+The deployment is the production one, on this machine: a temporary ``DAGSTER_HOME`` holding the
+repo's ``dagster.yaml`` (PostgreSQL storage, the ``QueuedRunCoordinator`` with its limits),
+``dagster-daemon run -w workspace.yaml`` as a subprocess, the simulator serving N small sites in
+its own process, and a fresh Dashboard database.
+
+How the runs are asked for: the schedule itself ticks. Before the daemon starts, the schedule's
+state is written as "running since just before last night's 02:00", so the daemon's scheduler
+finds that tick missed and evaluates ``nightly_template_sync`` for it (the catch-up it would do
+after a deploy): the schedule's own code produces one ``RunRequest`` per site partition, the
+daemon creates the runs and submits them to the queue, and the queue launches them through the
+code location. Everything an operator's night pays for is measured, tick included. The sensors
+and the hourly health schedule are stopped for the benchmark: they would add runs of their own
+(the sites sensor asks a first sync of every new partition) that are not the nightly's.
+
+One site (``--refused``) gets a wrong API key: its run must fail, alone.
+
+Figures: wall time from the daemon's start to the end of the last run, sites per minute, and the
+CPU time of the processes involved, from the kernel's accounting: the run workers (children of
+the code server, summed when they are reaped), the code server and the daemon. The in-asset work
+(fetch, validate, write: the same work without Dagster) is measured on a few sites in a process
+of its own, so that the overhead of a run is what remains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as common
+
+JOB_NAME = "template_site_sync"
+NIGHTLY_SCHEDULE = "nightly_template_sync"
+LOCATION_NAME = "template_pipeline"
+SITE_TAG = "template/site"
+TERMINAL_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+# What the issue states.
+TARGET_OVERHEAD_CPU_S = 2.0
+TARGET_1000_SITES_S = 30 * 60
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+POLL_S = 2.0
+# The scheduler's first iteration comes once the daemon has loaded the code location.
+NO_TICK_TIMEOUT_S = 300.0
+
+
+# --------------------------------------------------------------------------------------------
+# The deployment's processes and their CPU time
+
+
+def _proc_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` itself; None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of proc(5), counted here from the state (field 3).
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def process_kind(cmdline: str) -> str:
+    """Which part of the deployment a process is, from its command line."""
+    if "dagster-daemon" in cmdline:
+        return "daemon"
+    if "api grpc" in cmdline:
+        return "code server"
+    if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+        return "run worker"
+    if "watch_orphans" in cmdline or cmdline.startswith("tail "):
+        return "compute log capture"
+    return "other"
+
+
+class Deployment:
+    """``dagster-daemon run -w workspace.yaml`` and everything it starts, measured whole.
+
+    The daemon runs under a reaping wrapper (``_common.py reap``): every process of the tree
+    is waited for by it, so its ``wait4`` CPU time is exactly the tree's. A sampler thread reads
+    ``/proc`` every quarter of a second to split that time by kind of process (run workers, code
+    servers, the daemon, compute log capture); a process's last quarter second can be missed,
+    so the split is a slight underestimate, the total is not.
+    """
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env = env
+        self.log_path = workdir / "daemon.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.cpu_by_pid: dict[int, tuple[str, float]] = {}
+        self.cmdlines: dict[int, str] = {}
+        self.total_cpu_s: float | None = None
+        self._stop_sampling = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def __enter__(self) -> Deployment:
+        executable = Path(sys.executable).with_name("dagster-daemon")
+        daemon = [str(executable), "run", "-w", str(common.REPO_ROOT / "workspace.yaml")]
+        with self.log_path.open("wb") as log:
+            self.popen = subprocess.Popen(
+                common.reaped_command(daemon),
+                env=self.env,
+                cwd=common.REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._sampler = threading.Thread(target=self._sample_loop, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample_loop(self) -> None:
+        kinds: dict[int, str] = {}
+        while not self._stop_sampling.wait(0.25):
+            self.sample(kinds)
+
+    def sample(self, kinds: dict[int, str] | None = None) -> None:
+        kinds = {} if kinds is None else kinds
+        assert self.popen is not None
+        for pid in common.descendants(self.popen.pid):
+            cpu = _proc_cpu(pid)
+            if cpu is None:
+                continue
+            if pid not in kinds:
+                cmdline = _cmdline(pid)
+                if not cmdline:
+                    continue  # exiting, or not exec'd yet: classified at the next look
+                kinds[pid] = process_kind(cmdline)
+                self.cmdlines[pid] = cmdline
+            previous = self.cpu_by_pid.get(pid, ("", 0.0))[1]
+            self.cpu_by_pid[pid] = (kinds[pid], max(previous, cpu))
+
+    def check_alive(self) -> None:
+        assert self.popen is not None
+        if self.popen.poll() is not None:
+            raise common.BenchmarkError(
+                f"dagster-daemon exited with code {self.popen.returncode}:\n"
+                + _log_tail(self.log_path)
+            )
+
+    def run_workers(self) -> list[int]:
+        assert self.popen is not None
+        return [
+            pid
+            for pid in common.descendants(self.popen.pid)
+            if process_kind(_cmdline(pid)) == "run worker"
+        ]
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        totals: Counter[str] = Counter()
+        for kind, cpu in self.cpu_by_pid.values():
+            totals[kind] += cpu
+        return dict(totals)
+
+    def stop(self, timeout: float = 90.0) -> None:
+        """Stop the daemon (the wrapper passes SIGTERM on) and wait for the whole tree."""
+        popen = self.popen
+        if popen is None or self.total_cpu_s is not None:
+            return
+        self._stop_sampling.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(popen.pid, os.WNOHANG)
+            if pid:
+                popen.returncode = os.waitstatus_to_exitcode(status)
+                self.total_cpu_s = usage.ru_utime + usage.ru_stime
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        # The wrapper did not manage: nothing of the tree may survive the benchmark.
+        for pid in [*common.descendants(popen.pid), popen.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(popen.pid, 0)
+        raise common.BenchmarkError(f"the deployment did not stop within {timeout:.0f} s")
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _log_tail(path: Path, limit: int = 4000) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no output)"
+    return text if len(text) <= limit else "...\n" + text[-limit:]
+
+
+# --------------------------------------------------------------------------------------------
+# The instance
+
+
+def last_nightly_tick(now: datetime) -> datetime:
+    """The latest 02:00 Europe/Paris at or before ``now`` (the schedule's cron)."""
+    from template_pipeline.schedules import SCHEDULE_TIMEZONE
+
+    local = now.astimezone(ZoneInfo(SCHEDULE_TIMEZONE))
+    tick = local.replace(hour=2, minute=0, second=0, microsecond=0)
+    if tick > local:
+        tick = (local - timedelta(days=1)).replace(hour=2, minute=0, second=0, microsecond=0)
+    return tick
+
+
+def prepare_instance(instance: Any, site_keys: Sequence[str], tick: datetime) -> dict[str, str]:
+    """Partitions registered, sensors and other schedules stopped, last night's tick pending.
+
+    Returns what was done to each instigator, for the report.
+    """
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        InstigatorType,
+        ScheduleInstigatorData,
+    )
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+    from template_pipeline.sites import sites_partitions
+
+    # What the sites sensor would have done when the sites were configured.
+    instance.add_dynamic_partitions(sites_partitions.name, list(site_keys))
+    done: dict[str, str] = {}
+    target = WorkspaceFileTarget(paths=[str(common.REPO_ROOT / "workspace.yaml")])
+    with WorkspaceProcessContext(instance, target) as context:
+        location = context.create_request_context().get_code_location(LOCATION_NAME)
+        for repository in location.get_repositories().values():
+            for sensor in repository.get_sensors():
+                instance.stop_sensor(sensor.get_remote_origin_id(), sensor.selector_id, sensor)
+                done[sensor.name] = "stopped"
+            for schedule in repository.get_schedules():
+                if schedule.name != NIGHTLY_SCHEDULE:
+                    instance.stop_schedule(
+                        schedule.get_remote_origin_id(), schedule.selector_id, schedule
+                    )
+                    done[schedule.name] = "stopped"
+                    continue
+                # Running since a minute before last night's tick: the scheduler catches it up.
+                instance.add_instigator_state(
+                    InstigatorState(
+                        schedule.get_remote_origin(),
+                        InstigatorType.SCHEDULE,
+                        InstigatorStatus.RUNNING,
+                        ScheduleInstigatorData(
+                            schedule.cron_schedule, start_timestamp=tick.timestamp() - 60
+                        ),
+                    )
+                )
+                done[schedule.name] = f"running, tick of {tick.isoformat()} pending"
+    if NIGHTLY_SCHEDULE not in done:
+        raise common.BenchmarkError(f"the code location has no schedule {NIGHTLY_SCHEDULE!r}")
+    return done
+
+
+def _run_records(instance: Any) -> list[Any]:
+    import dagster as dg
+
+    return list(instance.get_run_records(filters=dg.RunsFilter(job_name=JOB_NAME)))
+
+
+def wait_for_runs(
+    instance: Any, deployment: Deployment, expected: int, timeout: float
+) -> list[Any]:
+    """Poll the instance until ``expected`` runs exist and all have ended."""
+    started = time.monotonic()
+    last_report = 0.0
+    while True:
+        deployment.check_alive()
+        records = _run_records(instance)
+        statuses = Counter(r.dagster_run.status.value for r in records)
+        ended = sum(statuses[s] for s in TERMINAL_STATUSES)
+        elapsed = time.monotonic() - started
+        if elapsed - last_report >= 30:
+            last_report = elapsed
+            common.progress(
+                f"{elapsed:.0f} s: {len(records)}/{expected} runs created, {ended} ended "
+                f"({', '.join(f'{k.lower()} {v}' for k, v in sorted(statuses.items()))})"
+            )
+        if len(records) >= expected and ended == len(records):
+            return records
+        if not records and elapsed > NO_TICK_TIMEOUT_S:
+            raise common.BenchmarkError(
+                f"the scheduler created no run within {NO_TICK_TIMEOUT_S:.0f} s of the daemon's "
+                "start (did it skip last night's tick?); daemon log:\n"
+                + _log_tail(deployment.log_path)
+            )
+        if elapsed > timeout:
+            raise common.BenchmarkError(
+                f"only {ended} of {expected} runs ended within {timeout:.0f} s; daemon log:\n"
+                + _log_tail(deployment.log_path)
+            )
+        time.sleep(POLL_S)
+
+
+# --------------------------------------------------------------------------------------------
+# Child: the in-asset work of a few sites, without Dagster
+
+
+def child_in_asset(args: argparse.Namespace) -> dict[str, Any]:
+    from template_pipeline.io_manager import ensure_tables
+
+    ensure_tables(args.database_url)
+    per_site = []
+    for site in args.sites.split(","):
+        cpu = time.process_time()
+        started = time.perf_counter()
+        rows = common.sync_without_dagster(site, args.database_url, "bench-in-asset")
+        per_site.append(
+            {
+                "site": site,
+                "cpu_s": time.process_time() - cpu,
+                "seconds": time.perf_counter() - started,
+                "rows": sum(rows.values()),
+            }
+        )
+    return {"sites": per_site}
+
+
+def child_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench_nightly.py child")
+    parser.add_argument("mode", choices=["in-asset"])
+    parser.add_argument("--sites", required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--report", required=True)
+    args = parser.parse_args(argv)
+    common.setup_logging(False)
+    common.write_report(args.report, child_in_asset(args))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench_nightly.py",
+        description="N small sites synced by the nightly schedule through the daemon's run queue.",
+    )
+    parser.add_argument("--sites", type=int, default=100, help="number of sites (default 100)")
+    parser.add_argument(
+        "--in-asset-samples",
+        type=int,
+        default=5,
+        help="sites whose in-asset work is measured without Dagster (default 5)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=0.0, help="seconds to wait for the runs (default: auto)"
+    )
+    parser.add_argument(
+        "--dagster-yaml",
+        type=Path,
+        default=common.REPO_ROOT / "dagster.yaml",
+        help="the instance configuration to use (default: the repo's dagster.yaml)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--keep", action="store_true", help="keep the databases and the logs")
+    parser.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def _site_keys(count: int) -> list[str]:
+    width = max(4, len(str(count)))
+    return [f"site-{i:0{width}d}" for i in range(1, count + 1)]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.sites < 2:
+        raise SystemExit("--sites must be at least 2 (one of them fails on purpose)")
+    keys = _site_keys(args.sites)
+    refused = keys[len(keys) // 2]
+    server_url, source = common.database_server_url()
+    figures: dict[str, Any] = {"sites": args.sites, "refused_site": refused, "database": source}
+    timeout = args.timeout or max(900.0, args.sites * 20.0)
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(common.workdir("nightly", args.keep)))
+        dashboard_url = stack.enter_context(
+            common.fresh_database(server_url, "nightly", keep=args.keep)
+        )
+        instance_url = stack.enter_context(
+            common.fresh_database(server_url, "nightly_dagster", keep=args.keep)
+        )
+        figures["machine"] = common.machine_description(dashboard_url)
+        home = work / "dagster_home"
+        home.mkdir()
+        shutil.copyfile(args.dagster_yaml, home / "dagster.yaml")
+        figures["dagster_yaml"] = str(args.dagster_yaml)
+
+        sites = [
+            common.SimulatedSite(key, f"sim-key-{key}", {"seed": index})
+            for index, key in enumerate(keys, 1)
+        ]
+        common.progress(f"serving {len(sites)} simulated sites ...")
+        simulator = stack.enter_context(common.SimulatorProcess(sites, work))
+        from template_pipeline import db
+        from template_pipeline.tables import create_tables
+
+        env = common.child_env(
+            {
+                "DAGSTER_HOME": str(home),
+                "DAGSTER_POSTGRES_URL": db.dagster_storage_url(instance_url),
+                "DASHBOARD_DATABASE_URL": dashboard_url,
+                "TEMPLATE_SITES_FILE": str(work / "sites.yaml"),
+            }
+        )
+        env.update(common.write_sites(work / "sites.yaml", simulator, refused=frozenset({refused})))
+        # The Dashboard's tables exist in production before any night.
+        create_tables(dashboard_url)
+        # This process reads the same instance (and loads the workspace once to set it up).
+        os.environ.update(env)
+
+        import dagster as dg
+
+        instance = stack.enter_context(dg.DagsterInstance.get())
+        tick = last_nightly_tick(datetime.now(timezone.utc))
+        common.progress("preparing the instance (loading the workspace once) ...")
+        figures["instigators"] = prepare_instance(instance, keys, tick)
+
+        common.progress("starting dagster-daemon; the scheduler catches up last night's tick ...")
+        common.interrupt_on_signals()  # loading the workspace replaced the SIGINT handler
+        started = time.time()
+        with Deployment(env, work) as deployment:
+            records = wait_for_runs(instance, deployment, len(keys), timeout)
+            finished = time.time()
+            # Run workers' last moments (and their log tails) are part of the night.
+            deadline = time.monotonic() + 30
+            while deployment.run_workers() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            deployment.sample()
+            deployment.stop()
+        figures["cpu"] = {
+            "total_s": deployment.total_cpu_s,
+            "by_kind_s": deployment.cpu_by_kind(),
+            "run_workers_seen": sum(
+                1 for kind, _ in deployment.cpu_by_pid.values() if kind == "run worker"
+            ),
+            "other_processes": sorted(
+                (round(cpu, 2), deployment.cmdlines.get(pid, "?")[:120])
+                for pid, (kind, cpu) in deployment.cpu_by_pid.items()
+                if kind == "other"
+            ),
+        }
+        common.progress(f"{len(records)} runs ended in {finished - started:.0f} s; daemon stopped")
+        figures["wall"] = _wall_figures(records, started, finished)
+        figures["runs"] = _run_figures(records, refused)
+        figures["isolation"] = _isolation(instance, dashboard_url, keys, refused)
+
+        # The daemon is stopped and the simulator idle: the in-asset reference, on the same
+        # sites, into a database of its own (a first sync, like the night's).
+        ref_url = stack.enter_context(
+            common.fresh_database(server_url, "nightly_ref", keep=args.keep)
+        )
+        sample = [k for k in keys if k != refused][: max(1, args.in_asset_samples)]
+        common.progress(f"in-asset work of {len(sample)} site(s) without Dagster ...")
+        measured = common.run_measured(
+            "in-asset",
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "child",
+                "in-asset",
+                "--sites",
+                ",".join(sample),
+                "--database-url",
+                ref_url,
+            ],
+            env={**env, "DASHBOARD_DATABASE_URL": ref_url},
+            workdir=work,
+            timeout=600,
+        )
+        figures["in_asset"] = measured.report["sites"]
+    return figures
+
+
+def _wall_figures(records: list[Any], started: float, finished: float) -> dict[str, float]:
+    created = [r.create_timestamp.timestamp() for r in records]
+    starts = [r.start_time for r in records if r.start_time]
+    ends = [r.end_time for r in records if r.end_time]
+    durations = [r.end_time - r.start_time for r in records if r.start_time and r.end_time]
+    durations.sort()
+    return {
+        "total_s": (max(ends) if ends else finished) - started,
+        "to_first_run_created_s": min(created) - started,
+        "tick_s": max(created) - min(created),
+        "first_start_to_last_end_s": (max(ends) - min(starts)) if starts and ends else 0.0,
+        "run_median_s": durations[len(durations) // 2] if durations else 0.0,
+        "run_max_s": durations[-1] if durations else 0.0,
+    }
+
+
+def _run_figures(records: list[Any], refused: str) -> dict[str, Any]:
+    by_site: dict[str, list[str]] = {}
+    for record in records:
+        run = record.dagster_run
+        by_site.setdefault(run.tags.get(SITE_TAG, "?"), []).append(run.status.value)
+    failed = sorted(site for site, statuses in by_site.items() if "SUCCESS" not in statuses)
+    return {
+        "count": len(records),
+        "statuses": dict(Counter(r.dagster_run.status.value for r in records)),
+        "failed_sites": failed,
+        "only_refused_failed": failed == [refused],
+        "runs_per_site_max": max((len(v) for v in by_site.values()), default=0),
+    }
+
+
+def _isolation(instance: Any, dashboard_url: str, keys: list[str], refused: str) -> dict[str, Any]:
+    """Which partitions got materialised, and what the Dashboard's audit table says."""
+    import dagster as dg
+
+    from template_pipeline import db
+    from template_pipeline.assets import ALL_ENTITIES
+
+    materialised = {
+        entity: set(instance.get_materialized_partitions(dg.AssetKey(entity)))
+        for entity in ALL_ENTITIES
+    }
+    good = [k for k in keys if k != refused]
+    complete = [k for k in good if all(k in parts for parts in materialised.values())]
+    refused_partitions = sorted(e for e, parts in materialised.items() if refused in parts)
+    with db.connect(dashboard_url) as conn:
+        rows = conn.execute(
+            "SELECT site, count(*) FILTER (WHERE status = 'success'), count(*) "
+            "FROM template_sync_runs GROUP BY site"
+        ).fetchall()
+    synced = {site: (int(ok), int(total)) for site, ok, total in rows}
+    return {
+        "sites_fully_materialised": len(complete),
+        "good_sites": len(good),
+        "refused_site_materialised_entities": refused_partitions,
+        "sites_with_all_syncs_successful": sum(
+            1 for k in good if synced.get(k, (0, 0))[0] == len(ALL_ENTITIES)
+        ),
+        "refused_site_sync_rows": synced.get(refused, (0, 0))[1],
+    }
+
+
+def summarise(figures: dict[str, Any]) -> tuple[str, list[list[str]]]:
+    """The report text, and the rows of the targets table."""
+    sites = figures["sites"]
+    wall = figures["wall"]
+    runs = figures["runs"]
+    cpu = figures["cpu"]
+    isolation = figures["isolation"]
+    in_asset = figures["in_asset"]
+    run_count = max(runs["count"], 1)
+
+    by_kind = cpu["by_kind_s"]
+    total_per_run = cpu["total_s"] / run_count
+    worker_per_run = by_kind.get("run worker", 0.0) / run_count
+    in_asset_cpu = sum(s["cpu_s"] for s in in_asset) / max(len(in_asset), 1)
+    worker_overhead = worker_per_run - in_asset_cpu
+    total_overhead = total_per_run - in_asset_cpu
+    sites_per_min = sites / (wall["total_s"] / 60)
+    extrapolated_1000 = wall["total_s"] / sites * 1000
+
+    lines = [
+        f"machine: {figures['machine']}",
+        f"database: {figures['database']}; instance configuration: {figures['dagster_yaml']}",
+        f"sites: {sites} (the simulator's default sizes: 40 paintings, 15 users, 25 orders, "
+        f"...), one with a refused key: {figures['refused_site']}",
+        "instigators: " + ", ".join(f"{k} {v}" for k, v in figures["instigators"].items()),
+        "",
+    ]
+    kinds = ", ".join(f"{kind} {seconds:.0f} s" for kind, seconds in sorted(by_kind.items()))
+    rows = [
+        ["wall time, daemon start to last run end", common.fmt_s(wall["total_s"])],
+        ["  daemon start to first run created", common.fmt_s(wall["to_first_run_created_s"])],
+        ["  schedule tick: first to last run created", common.fmt_s(wall["tick_s"])],
+        ["  first run start to last run end", common.fmt_s(wall["first_start_to_last_end_s"])],
+        ["run duration, median / max", f"{wall['run_median_s']:.1f} s / {wall['run_max_s']:.1f} s"],
+        ["sites per minute", f"{sites_per_min:.1f}"],
+        ["runs", f"{runs['count']} ({', '.join(f'{k} {v}' for k, v in runs['statuses'].items())})"],
+        [
+            "CPU of the deployment's processes, in all",
+            f"{cpu['total_s']:.0f} s ({kinds}; split sampled from /proc)",
+        ],
+        [
+            "CPU per run: all processes (daemon, code servers, run worker, log capture)",
+            f"{total_per_run:.2f} s",
+        ],
+        ["CPU per run: the run worker process", f"{worker_per_run:.2f} s"],
+        [
+            "CPU per site: in-asset work without Dagster",
+            f"{in_asset_cpu:.2f} s (mean of {len(in_asset)} sites)",
+        ],
+    ]
+    lines.append(common.render_table(["figure", "measured"], rows))
+    lines.append("")
+    lines.append(
+        "isolation: failed sites "
+        + (", ".join(runs["failed_sites"]) or "none")
+        + f"; {isolation['sites_fully_materialised']}/{isolation['good_sites']} other sites "
+        "materialised every asset of their partition, "
+        f"{isolation['sites_with_all_syncs_successful']} have a success row per entity in "
+        f"template_sync_runs; the refused site materialised "
+        f"{', '.join(isolation['refused_site_materialised_entities']) or 'nothing'} and wrote "
+        f"{isolation['refused_site_sync_rows']} sync rows"
+    )
+    isolated = (
+        runs["only_refused_failed"]
+        and isolation["sites_fully_materialised"] == isolation["good_sites"]
+        and not isolation["refused_site_materialised_entities"]
+    )
+    targets = [
+        [
+            "overhead CPU per site run: run worker - in-asset work",
+            f"{worker_overhead:.2f} s",
+            f"<= {TARGET_OVERHEAD_CPU_S:.0f} s",
+            common.verdict(worker_overhead <= TARGET_OVERHEAD_CPU_S),
+        ],
+        [
+            "  the same, counting every process of the deployment",
+            f"{total_overhead:.2f} s",
+            f"<= {TARGET_OVERHEAD_CPU_S:.0f} s",
+            common.verdict(total_overhead <= TARGET_OVERHEAD_CPU_S),
+        ],
+        [
+            f"1000 sites (measured {sites}, extrapolated linearly)"
+            if sites != 1000
+            else "1000 sites",
+            common.fmt_s(extrapolated_1000),
+            "<= 30 min",
+            common.verdict(extrapolated_1000 <= TARGET_1000_SITES_S),
+        ],
+        [
+            "a failing site fails only its own run and partitions",
+            "yes" if isolated else "no",
+            "yes",
+            common.verdict(isolated),
+        ],
+    ]
+    lines.append("")
+    lines.append(common.render_table(["target", "measured", "target", "met?"], targets))
+    return "\n".join(lines), targets
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "child":
+        return child_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    common.setup_logging(args.verbose)
+    common.interrupt_on_signals()
+    started = time.perf_counter()
+    figures = run(args)
+    text, _ = summarise(figures)
+    print(text)
+    print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
+    return 0 if figures["runs"]["only_refused_failed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
