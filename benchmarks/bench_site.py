@@ -4,22 +4,24 @@ Run it with ``make bench-site`` (``BENCH_ARGS="--scale 5"`` for the 1M-painting 
 ``python benchmarks/bench_site.py --help``.
 
 In one run, against one simulated site (default 200k paintings, 50k orders with their items,
-20k users) served by the simulator in its own process:
+20k users) served by the simulator in its own process, each piece in a process of its own:
 
-1. ``fetch``: the list endpoints read page by page through ``TemplateClient`` (the floor set by
-   HTTP and JSON decoding);
-2. ``fetch+validate``: the same pages validated with ``validate_records``, prefetching the next
-   page meanwhile, exactly as the assets do (the reference of an unchanged re-sync);
+1. ``fetch``: the endpoints read page by page through ``TemplateClient`` (the floor set by HTTP
+   and JSON decoding);
+2. ``without Dagster``: the assets' work and the IO manager's ``write_snapshot`` called
+   directly, into a database of its own;
 3. ``sync (empty)``: ``template-pipeline sync``'s path (``sync.sync_site``: one
    ``execute_in_process`` run of ``template_site_sync`` for the site, its assets, checks and the
-   Postgres IO manager) into empty tables, in a child process whose peak RSS is the figure;
-4. ``sync (unchanged)``: the same again, nothing changed upstream: it must write no row;
-5. ``COPY``: the same validated rows copied into bare tables (no key, no index): the database's
-   own speed;
-6. ``per-record``: the seed documentation's approach, one ``INSERT ... ON CONFLICT DO UPDATE``
-   per record, on a subset of the paintings, committed per page (and per row on a smaller
-   subset); its rate is extrapolated to the whole site.
+   Postgres IO manager) into empty tables; its process's peak RSS is the memory figure;
+4. ``COPY``: the same validated rows copied into bare tables (no key, no index), the database's
+   own speed; then ``per-record``, the seed documentation's approach, one ``INSERT ... ON
+   CONFLICT DO UPDATE`` per record on a subset of the paintings, committed per page (and per row
+   on a smaller subset), its rate extrapolated to the whole site;
+5. ``fetch+validate``: the pages validated with ``validate_records`` while the next page is
+   prefetched, exactly as the assets do;
+6. ``sync (unchanged)``: the same sync again, nothing changed upstream: it must write no row.
 
+The measurements a ratio compares are taken one right after the other (3 and 4, 5 and 6).
 Then it prints the figures and the ratios the targets are stated in. No absolute time is a
 target: the machines are shared and noisy, the ratios are taken within one run.
 """

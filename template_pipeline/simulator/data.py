@@ -616,7 +616,11 @@ class SiteData:
             statuses = Counter(p.get("status") for p in self.paintings)
             revenue = Decimal(0)
             for order in self.orders:
-                revenue += to_decimal(order.get("total_price")) or 0
+                # A real site's revenue sums what customers paid: the deliberately broken orders
+                # (negative totals) would make it negative, which no site reports.
+                total = to_decimal(order.get("total_price"))
+                if total is not None and total > 0:
+                    revenue += total
             return {
                 "paintings": len(self.paintings),
                 "users": len(self.users),
