@@ -42,11 +42,9 @@ records is still validated once, instead of once as a page and again record by r
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -68,7 +66,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from template_pipeline.batches import Reject, ValidatedBatch
+from template_pipeline.batches import Reject, ValidatedBatch, gc_paused
 
 __all__ = [
     "INT_MAX",
@@ -753,20 +751,6 @@ def _record_id(raw: Mapping[str, Any], id_field: str) -> str | None:
 # Batch validation
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Validation allocates millions of small acyclic objects; the cyclic collector would scan
-    # them again and again for nothing (pydantic's performance docs measure about 2x). Restored
-    # even on error, and left alone when the caller had already disabled it.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _looks_storable(value: Any) -> bool:
     """True when no string, key or value in ``value`` holds text PostgreSQL cannot store.
 
@@ -869,7 +853,7 @@ def validate_records(
         )
     records = records if isinstance(records, list) else list(records)
     ctx = _Context(image_url=_image_url_joiner(base_url), seen=set())
-    with _gc_paused():
+    with gc_paused():
         rows, sources, rejects = _validate(spec, records, ctx) if records else ([], [], [])
     if entity == "settings":
         rows, duplicates = _drop_duplicate_settings(rows, sources)
@@ -936,7 +920,7 @@ def explode_order_items(
     an item that fails here is a bug upstream: ``ValueError`` names the order and the item.
     """
     rows: list[dict[str, Any]] = []
-    with _gc_paused():
+    with gc_paused():
         for order_id, raw_items in orders:
             if raw_items is None:
                 continue
