@@ -63,7 +63,7 @@ def database_server_url(environ: Mapping[str, str] | None = None) -> tuple[str, 
         url = env.get(name, "").strip()
         if url:
             return url, name
-    from template_pipeline import db
+    from template_pipeline.store import db
 
     return db.start_embedded_postgres(database="postgres"), "embedded PostgreSQL (.local/)"
 
@@ -71,7 +71,7 @@ def database_server_url(environ: Mapping[str, str] | None = None) -> tuple[str, 
 @contextlib.contextmanager
 def fresh_database(server_url: str, label: str, *, keep: bool = False) -> Iterator[str]:
     """A new, empty database on ``server_url`` for one benchmark run (dropped afterwards)."""
-    from template_pipeline import db
+    from template_pipeline.store import db
 
     name = f"tp_bench_{label}_{os.getpid()}_{secrets.token_hex(3)}"
     db.ensure_database(server_url, name)
@@ -89,7 +89,7 @@ def fresh_database(server_url: str, label: str, *, keep: bool = False) -> Iterat
 
 
 def server_version(url: str) -> str:
-    from template_pipeline import db
+    from template_pipeline.store import db
 
     with db.connect(url) as conn:
         row = conn.execute("SHOW server_version").fetchone()
@@ -244,7 +244,7 @@ class SimulatedSite:
 
 
 class SimulatorProcess:
-    """``template_pipeline.simulator.serve`` in a child process, on a free loopback port.
+    """``template_pipeline.apps.simulator.serve`` in a child process, on a free loopback port.
 
     The child generates the sites' data before it binds the port, so an open port means ready.
     """
@@ -328,8 +328,8 @@ def write_sites(
 
     Sites in ``refused`` get a wrong key in their variable: the simulator answers 401.
     """
-    from template_pipeline.simulator import api_key_env_name
-    from template_pipeline.sites import write_sites_file
+    from template_pipeline.apps.simulator import api_key_env_name
+    from template_pipeline.domain.sites import write_sites_file
 
     entries = []
     env: dict[str, str] = {}
@@ -353,8 +353,8 @@ def endpoint_batches(spec: Any, client: Any, *, validate: bool = True) -> Iterat
     With ``validate=False`` the pages are fetched and counted, not validated: the batches carry
     no row, only ``fetched``.
     """
-    from template_pipeline.batches import ValidatedBatch
-    from template_pipeline.models import validate_records, validate_stats
+    from template_pipeline.domain.batches import ValidatedBatch
+    from template_pipeline.domain.models import validate_records, validate_stats
 
     if spec.kind == "list":
         # The assets prefetch the next page while this one is validated and written.
@@ -385,11 +385,11 @@ def sync_without_dagster(site: str, database_url: str, run_id: str) -> dict[str,
     """What one site's sync run does, minus Dagster: every endpoint fetched, validated and
     written by the IO manager's ``write_snapshot``, then the order items rebuilt from the stored
     orders. Returns the rows written (valid rows) per entity."""
-    from template_pipeline.assets import ENDPOINT_SPECS
-    from template_pipeline.batches import EntitySnapshot, ValidatedBatch
-    from template_pipeline.client import TemplateClientResource
-    from template_pipeline.io_manager import read_live_rows, write_snapshot
-    from template_pipeline.models import explode_order_items
+    from template_pipeline.defs.assets import ENDPOINT_SPECS
+    from template_pipeline.defs.io_manager import read_live_rows, write_snapshot
+    from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
+    from template_pipeline.domain.models import explode_order_items
+    from template_pipeline.source.client import TemplateClientResource
 
     resource = TemplateClientResource()
     written: dict[str, int] = {}
@@ -519,7 +519,7 @@ def _simulate_main(argv: Sequence[str]) -> int:
     parser.add_argument("spec", type=Path, help="JSON list of SimSite keyword arguments")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    from template_pipeline.simulator import SimSite, serve
+    from template_pipeline.apps.simulator import SimSite, serve
 
     sites = [SimSite(**entry) for entry in json.loads(args.spec.read_text(encoding="utf-8"))]
     logging.basicConfig(level=logging.WARNING)

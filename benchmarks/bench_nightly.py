@@ -222,7 +222,7 @@ def _log_tail(path: Path, limit: int = 4000) -> str:
 
 def last_nightly_tick(now: datetime) -> datetime:
     """The latest 02:00 Europe/Paris at or before ``now`` (the schedule's cron)."""
-    from template_pipeline.schedules import SCHEDULE_TIMEZONE
+    from template_pipeline.defs.schedules import SCHEDULE_TIMEZONE
 
     local = now.astimezone(ZoneInfo(SCHEDULE_TIMEZONE))
     tick = local.replace(hour=2, minute=0, second=0, microsecond=0)
@@ -245,7 +245,7 @@ def prepare_instance(instance: Any, site_keys: Sequence[str], tick: datetime) ->
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import WorkspaceFileTarget
 
-    from template_pipeline.sites import sites_partitions
+    from template_pipeline.domain.sites import sites_partitions
 
     # What the sites sensor would have done when the sites were configured.
     instance.add_dynamic_partitions(sites_partitions.name, list(site_keys))
@@ -326,7 +326,7 @@ def wait_for_runs(
 
 
 def child_in_asset(args: argparse.Namespace) -> dict[str, Any]:
-    from template_pipeline.io_manager import ensure_tables
+    from template_pipeline.defs.io_manager import ensure_tables
 
     ensure_tables(args.database_url)
     per_site = []
@@ -421,8 +421,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         common.progress(f"serving {len(sites)} simulated sites ...")
         simulator = stack.enter_context(common.SimulatorProcess(sites, work))
-        from template_pipeline import db
-        from template_pipeline.tables import create_tables
+        from template_pipeline.store import db
+        from template_pipeline.store.tables import create_tables
 
         env = common.child_env(
             {
@@ -536,8 +536,8 @@ def _isolation(instance: Any, dashboard_url: str, keys: list[str], refused: str)
     """Which partitions got materialised, and what the Dashboard's audit table says."""
     import dagster as dg
 
-    from template_pipeline import db
-    from template_pipeline.assets import ALL_ENTITIES
+    from template_pipeline.defs.assets import ALL_ENTITIES
+    from template_pipeline.store import db
 
     materialised = {
         entity: set(instance.get_materialized_partitions(dg.AssetKey(entity)))

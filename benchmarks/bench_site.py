@@ -61,8 +61,8 @@ CHILD_TIMEOUT_S = 3600.0
 
 def child_fetch(args: argparse.Namespace) -> dict[str, Any]:
     """Fetch (and with ``--validate``, validate) every endpoint as the assets do; keep nothing."""
-    from template_pipeline.assets import ENDPOINT_SPECS
-    from template_pipeline.client import TemplateClientResource
+    from template_pipeline.defs.assets import ENDPOINT_SPECS
+    from template_pipeline.source.client import TemplateClientResource
 
     resource = TemplateClientResource()  # its defaults: the assets' page size and timeouts
     started = time.perf_counter()
@@ -84,7 +84,7 @@ def child_fetch(args: argparse.Namespace) -> dict[str, Any]:
 
 def child_direct(args: argparse.Namespace) -> dict[str, Any]:
     """The same work as a sync run, without Dagster (into a database of its own)."""
-    from template_pipeline.io_manager import ensure_tables
+    from template_pipeline.defs.io_manager import ensure_tables
 
     ensure_tables(args.database_url)
     started = time.perf_counter()
@@ -103,9 +103,9 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     import dagster as dg
 
-    from template_pipeline import sync
-    from template_pipeline.assets import ALL_ENTITIES
+    from template_pipeline.apps import sync
     from template_pipeline.definitions import defs
+    from template_pipeline.defs.assets import ALL_ENTITIES
 
     defs.resolve_job_def(sync.JOB_NAME)  # what the first run would build anyway
     imported = time.perf_counter()
@@ -152,12 +152,12 @@ def child_copy(args: argparse.Namespace) -> dict[str, Any]:
     """Fetch and validate everything into memory, then time COPY and per-record INSERTs."""
     import orjson
 
-    from template_pipeline import db
-    from template_pipeline.assets import ENDPOINT_SPECS
-    from template_pipeline.client import TemplateClientResource
-    from template_pipeline.io_manager import table_spec
-    from template_pipeline.models import explode_order_items
-    from template_pipeline.tables import create_tables
+    from template_pipeline.defs.assets import ENDPOINT_SPECS
+    from template_pipeline.defs.io_manager import table_spec
+    from template_pipeline.domain.models import explode_order_items
+    from template_pipeline.source.client import TemplateClientResource
+    from template_pipeline.store import db
+    from template_pipeline.store.tables import create_tables
 
     resource = TemplateClientResource()
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -223,7 +223,7 @@ def _per_record(conn: Any, paintings: list[dict[str, Any]], values_of: Any, args
     psycopg 3 binds server-side and prepares the statement after a few executions: the
     cheapest way to run this approach, so the comparison favours it.
     """
-    from template_pipeline.io_manager import table_spec
+    from template_pipeline.defs.io_manager import table_spec
 
     spec = table_spec("paintings")
     conn.execute('CREATE TABLE "bench_seed_paintings" (LIKE "template_paintings" INCLUDING ALL)')
@@ -355,8 +355,8 @@ def _child(mode: str, extra: Sequence[str] = ()) -> list[str]:
 
 def _writes_since(database_url: str, xid: int) -> dict[str, int]:
     """Rows of each table whose current version was written by a transaction >= ``xid``."""
-    from template_pipeline import db
-    from template_pipeline.tables import ENTITY_TABLES, template_rejects, template_sync_runs
+    from template_pipeline.store import db
+    from template_pipeline.store.tables import ENTITY_TABLES, template_rejects, template_sync_runs
 
     names = [spec.name for spec in ENTITY_TABLES.values()]
     names += [template_sync_runs.name, template_rejects.name]
@@ -373,7 +373,7 @@ def _writes_since(database_url: str, xid: int) -> dict[str, int]:
 
 
 def _current_xid(database_url: str) -> int:
-    from template_pipeline import db
+    from template_pipeline.store import db
 
     with db.connect(database_url) as conn:
         row = conn.execute("SELECT pg_current_xact_id()::text::bigint % 4294967296").fetchone()
@@ -381,7 +381,7 @@ def _current_xid(database_url: str) -> int:
 
 
 def _sync_runs(database_url: str, run_id: str) -> dict[str, dict[str, Any]]:
-    from template_pipeline import db
+    from template_pipeline.store import db
 
     with db.connect(database_url) as conn:
         cur = conn.execute(

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from template_pipeline.alerts import AlertSinks
-from template_pipeline.assets import IO_MANAGER_KEY, template_assets, template_site_sync_job
-from template_pipeline.checks import DashboardDatabase, TemplateCheckSettings, template_checks
-from template_pipeline.client import TemplateClientResource
-from template_pipeline.db import DASHBOARD_DATABASE_URL_ENV
-from template_pipeline.io_manager import TemplatePostgresIOManager
-from template_pipeline.schedules import template_health_job, template_schedules
-from template_pipeline.sensors import template_sensors
+from template_pipeline.defs.alerts import AlertSinks
+from template_pipeline.defs.assets import IO_MANAGER_KEY, template_assets, template_site_sync_job
+from template_pipeline.defs.checks import DashboardDatabase, TemplateCheckSettings, template_checks
+from template_pipeline.defs.io_manager import TemplatePostgresIOManager
+from template_pipeline.defs.schedules import template_health_job, template_schedules
+from template_pipeline.defs.sensors import template_sensors
+from template_pipeline.source.client import TemplateClientResource
+from template_pipeline.store.db import DASHBOARD_DATABASE_URL_ENV
 
 
 def build_resources() -> dict[str, object]:

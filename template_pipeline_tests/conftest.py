@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from template_pipeline import db
+from template_pipeline.store import db
 
 TEST_DATABASE_URL_ENV = "TEMPLATE_PIPELINE_TEST_DATABASE_URL"
 

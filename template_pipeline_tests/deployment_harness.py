@@ -33,10 +33,10 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from template_pipeline import db
-from template_pipeline.db import DASHBOARD_DATABASE_URL_ENV
-from template_pipeline.simulator import SimSite, SimulatorServer
-from template_pipeline.sites import SITES_FILE_ENV, write_sites_file
+from template_pipeline.apps.simulator import SimSite, SimulatorServer
+from template_pipeline.domain.sites import SITES_FILE_ENV, write_sites_file
+from template_pipeline.store import db
+from template_pipeline.store.db import DASHBOARD_DATABASE_URL_ENV
 
 logger = logging.getLogger(__name__)
 

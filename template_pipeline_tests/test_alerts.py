@@ -16,18 +16,18 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from template_pipeline import db
-from template_pipeline.alerts import (
+from template_pipeline.defs.alerts import (
     Alert,
     AlertCursor,
     AlertSinks,
     deliver,
     slack_message,
 )
-from template_pipeline.assets import SITE_TAG
-from template_pipeline.checks import DashboardDatabase
-from template_pipeline.ops_tables import ensure_schema, template_alerts
-from template_pipeline.sensors import template_alerts_sensor
+from template_pipeline.defs.assets import SITE_TAG
+from template_pipeline.defs.checks import DashboardDatabase
+from template_pipeline.defs.sensors import template_alerts_sensor
+from template_pipeline.store import db
+from template_pipeline.store.ops_tables import ensure_schema, template_alerts
 
 
 class _Receiver(ThreadingHTTPServer):

@@ -26,20 +26,20 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from template_pipeline import db
-from template_pipeline.assets import IO_MANAGER_KEY, stats_metadata, template_assets
-from template_pipeline.client import TemplateClientResource
-from template_pipeline.io_manager import TemplatePostgresIOManager
-from template_pipeline.models import KNOWN_FIELDS, MASKED_VALUE
-from template_pipeline.simulator import (
+from template_pipeline.apps.simulator import (
     INVALID_KINDS,
     SimSite,
     SimulatorServer,
     SiteData,
     api_key_env_name,
 )
-from template_pipeline.simulator.data import to_decimal
-from template_pipeline.sites import SITES_FILE_ENV, sites_partitions, write_sites_file
+from template_pipeline.apps.simulator.data import to_decimal
+from template_pipeline.defs.assets import IO_MANAGER_KEY, stats_metadata, template_assets
+from template_pipeline.defs.io_manager import TemplatePostgresIOManager
+from template_pipeline.domain.models import KNOWN_FIELDS, MASKED_VALUE
+from template_pipeline.domain.sites import SITES_FILE_ENV, sites_partitions, write_sites_file
+from template_pipeline.source.client import TemplateClientResource
+from template_pipeline.store import db
 
 LIST_ENTITIES = ("paintings", "users", "orders", "exhibitions", "custom_requests")
 COUNT_KEYS = ("fetched", "valid", "rejected", "duplicates", "inserted", "updated", "unchanged")

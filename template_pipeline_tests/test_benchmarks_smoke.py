@@ -32,16 +32,16 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from template_pipeline import db
-from template_pipeline.batches import EntitySnapshot, ValidatedBatch
-from template_pipeline.client import TemplateClient
-from template_pipeline.io_manager import (
+from template_pipeline.defs.io_manager import (
     TemplatePostgresIOManager,
     ensure_tables,
     read_live_columns,
     read_live_rows,
     write_snapshot,
 )
+from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
+from template_pipeline.source.client import TemplateClient
+from template_pipeline.store import db
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))

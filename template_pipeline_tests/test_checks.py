@@ -15,8 +15,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from template_pipeline import db
-from template_pipeline.assets import (
+from template_pipeline.apps.simulator import SimSite, SimulatorServer
+from template_pipeline.defs.assets import (
     ALL_ENTITIES,
     ENDPOINT_SPECS,
     IO_MANAGER_KEY,
@@ -25,8 +25,7 @@ from template_pipeline.assets import (
     template_assets,
     template_site_sync_job,
 )
-from template_pipeline.batches import EntitySnapshot, ValidatedBatch
-from template_pipeline.checks import (
+from template_pipeline.defs.checks import (
     CHECK_RULES,
     MASS_DELETE_GUARD,
     CheckTarget,
@@ -44,16 +43,17 @@ from template_pipeline.checks import (
     report_refused_sync,
     template_checks,
 )
-from template_pipeline.client import TemplateClientResource
-from template_pipeline.io_manager import (
+from template_pipeline.defs.io_manager import (
     MassDeleteRefusedError,
     TemplatePostgresIOManager,
     write_snapshot,
 )
-from template_pipeline.models import validate_records, validate_stats
-from template_pipeline.simulator import SimSite, SimulatorServer
-from template_pipeline.sites import sites_partitions, write_sites_file
-from template_pipeline.tables import template_sync_runs
+from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
+from template_pipeline.domain.models import validate_records, validate_stats
+from template_pipeline.domain.sites import sites_partitions, write_sites_file
+from template_pipeline.source.client import TemplateClientResource
+from template_pipeline.store import db
+from template_pipeline.store.tables import template_sync_runs
 
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 

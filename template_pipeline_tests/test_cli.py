@@ -37,13 +37,13 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from template_pipeline import db
-from template_pipeline.assets import ALL_ENTITIES, SITE_TAG, TRIGGER_TAG
-from template_pipeline.cli import main
-from template_pipeline.client import TemplateClient
-from template_pipeline.simulator import SimSite, SimulatorServer, api_key_env_name
-from template_pipeline.sites import SITES_FILE_ENV, load_sites_file, write_sites_file
-from template_pipeline.sync import COUNT_COLUMNS
+from template_pipeline.apps.cli import main
+from template_pipeline.apps.simulator import SimSite, SimulatorServer, api_key_env_name
+from template_pipeline.apps.sync import COUNT_COLUMNS
+from template_pipeline.defs.assets import ALL_ENTITIES, SITE_TAG, TRIGGER_TAG
+from template_pipeline.domain.sites import SITES_FILE_ENV, load_sites_file, write_sites_file
+from template_pipeline.source.client import TemplateClient
+from template_pipeline.store import db
 
 _SUFFIX = uuid.uuid4().hex[:6]
 GOOD, NAMED, REFUSED = f"cli-good-{_SUFFIX}", f"cli-named-{_SUFFIX}", f"cli-refused-{_SUFFIX}"
@@ -447,7 +447,7 @@ def test_simulate_writes_a_sites_file_it_then_serves(tmp_path):
         [
             sys.executable,
             "-m",
-            "template_pipeline.cli",
+            "template_pipeline.apps.cli",
             "simulate",
             "--port",
             str(port),

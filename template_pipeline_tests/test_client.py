@@ -27,7 +27,8 @@ import requests
 import responses
 
 from template_pipeline import __version__
-from template_pipeline.client import (
+from template_pipeline.domain.sites import SiteConfigError, write_sites_file
+from template_pipeline.source.client import (
     ENDPOINTS,
     LIST_ENDPOINTS,
     TemplateAuthenticationError,
@@ -40,7 +41,6 @@ from template_pipeline.client import (
     TemplateResponseError,
     _parse_retry_after,
 )
-from template_pipeline.sites import SiteConfigError, write_sites_file
 
 SITE = "atelier-marie"
 BASE = "http://marie.test/"

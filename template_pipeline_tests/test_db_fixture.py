@@ -2,7 +2,7 @@
 
 import psycopg
 
-from template_pipeline import db
+from template_pipeline.store import db
 
 
 def test_database_is_reachable_and_private(database_url):

@@ -17,16 +17,16 @@ import sys
 import dagster as dg
 import pytest
 
-from template_pipeline import db
-from template_pipeline.assets import (
+from template_pipeline.definitions import defs
+from template_pipeline.defs.assets import (
     GROUP,
     IO_MANAGER_KEY,
     STEP_RETRY_POLICY,
     template_site_sync_job,
 )
-from template_pipeline.batches import ENTITIES
-from template_pipeline.definitions import defs
-from template_pipeline.sites import sites_partitions
+from template_pipeline.domain.batches import ENTITIES
+from template_pipeline.domain.sites import sites_partitions
+from template_pipeline.store import db
 
 # Prefixes of every variable that configures the project or holds a secret: the subprocess
 # checks run without any of them, as on a fresh clone.

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from template_pipeline import db
-from template_pipeline.assets import ALL_ENTITIES, GROUP, template_site_sync_job
-from template_pipeline.simulator import SimSite
-from template_pipeline.sites import sites_partitions
+from template_pipeline.apps.simulator import SimSite
+from template_pipeline.defs.assets import ALL_ENTITIES, GROUP, template_site_sync_job
+from template_pipeline.domain.sites import sites_partitions
+from template_pipeline.store import db
 from template_pipeline_tests import deployment_harness as harness
 
 JOB = template_site_sync_job.name

@@ -26,10 +26,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from template_pipeline import db
-from template_pipeline import io_manager as iom
-from template_pipeline.batches import EntitySnapshot, Reject, ValidatedBatch
-from template_pipeline.io_manager import (
+from template_pipeline.defs import io_manager as iom
+from template_pipeline.defs.io_manager import (
     MassDeleteRefusedError,
     SnapshotContractError,
     TemplatePostgresIOManager,
@@ -38,7 +36,9 @@ from template_pipeline.io_manager import (
     read_live_rows,
     write_snapshot,
 )
-from template_pipeline.tables import ENTITY_TABLES, create_tables
+from template_pipeline.domain.batches import EntitySnapshot, Reject, ValidatedBatch
+from template_pipeline.store import db
+from template_pipeline.store.tables import ENTITY_TABLES, create_tables
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -675,7 +675,7 @@ def test_preview_markdown(rows, expected):
 
 
 def test_every_entity_has_a_table_spec():
-    from template_pipeline.batches import ENTITIES
+    from template_pipeline.domain.batches import ENTITIES
 
     assert set(ENTITY_TABLES) == set(ENTITIES)
     for spec in ENTITY_TABLES.values():

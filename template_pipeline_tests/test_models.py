@@ -1,4 +1,4 @@
-"""Validation of Template export records into Dashboard rows (``template_pipeline.models``).
+"""Validation of Template export records into Dashboard rows (``template_pipeline.domain.models``).
 
 Under test: rows carry exactly the columns of the tables in ``tables.py``; the coercions of what
 sites really send (numbers as text, blanks, naive and offset timestamps, MySQL zero dates, ids as
@@ -20,9 +20,9 @@ from urllib.parse import urljoin
 
 import pytest
 
-from template_pipeline import models, tables
-from template_pipeline.batches import Reject, ValidatedBatch
-from template_pipeline.models import (
+from template_pipeline.domain import models
+from template_pipeline.domain.batches import Reject, ValidatedBatch
+from template_pipeline.domain.models import (
     KNOWN_FIELDS,
     MASKED_VALUE,
     Painting,
@@ -30,6 +30,7 @@ from template_pipeline.models import (
     validate_records,
     validate_stats,
 )
+from template_pipeline.store import tables
 
 UTC = timezone.utc
 
@@ -906,6 +907,6 @@ def test_bounds_match_the_table_columns():
 
 
 def test_masked_literal_matches_the_site_registry():
-    from template_pipeline import sites
+    from template_pipeline.domain import sites
 
     assert MASKED_VALUE == sites.MASKED

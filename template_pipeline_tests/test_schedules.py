@@ -15,21 +15,21 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from template_pipeline import db
-from template_pipeline.alerts import AlertSinks
-from template_pipeline.assets import SITE_TAG, template_site_sync_job
-from template_pipeline.checks import DashboardDatabase, TemplateCheckSettings
-from template_pipeline.client import TemplateClientResource
-from template_pipeline.ops_tables import template_alerts, template_site_health
-from template_pipeline.schedules import (
+from template_pipeline.apps.simulator import Faults, SimSite, SimulatorServer
+from template_pipeline.defs.alerts import AlertSinks
+from template_pipeline.defs.assets import SITE_TAG, template_site_sync_job
+from template_pipeline.defs.checks import DashboardDatabase, TemplateCheckSettings
+from template_pipeline.defs.schedules import (
     HEALTH_JOB_NAME,
     TRIGGER_TAG,
     hourly_template_health,
     nightly_template_sync,
     template_health_job,
 )
-from template_pipeline.simulator import Faults, SimSite, SimulatorServer
-from template_pipeline.sites import sites_partitions, write_sites_file
+from template_pipeline.domain.sites import sites_partitions, write_sites_file
+from template_pipeline.source.client import TemplateClientResource
+from template_pipeline.store import db
+from template_pipeline.store.ops_tables import template_alerts, template_site_health
 
 PARIS = ZoneInfo("Europe/Paris")
 

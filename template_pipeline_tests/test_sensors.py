@@ -15,13 +15,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from template_pipeline import db
-from template_pipeline.assets import ALL_ENTITIES, SITE_TAG
-from template_pipeline.checks import DashboardDatabase
-from template_pipeline.client import TemplateClientResource
-from template_pipeline.ops_tables import ensure_schema, template_webhook_events
-from template_pipeline.schedules import TRIGGER_TAG
-from template_pipeline.sensors import (
+from template_pipeline.apps.simulator import Faults, SimSite, SimulatorServer
+from template_pipeline.defs.assets import ALL_ENTITIES, SITE_TAG
+from template_pipeline.defs.checks import DashboardDatabase
+from template_pipeline.defs.schedules import TRIGGER_TAG
+from template_pipeline.defs.sensors import (
     SitesCursor,
     entities_to_sync,
     read_site_numbers,
@@ -30,8 +28,10 @@ from template_pipeline.sensors import (
     template_sites_sensor,
     template_webhook_sensor,
 )
-from template_pipeline.simulator import Faults, SimSite, SimulatorServer
-from template_pipeline.sites import Site, sites_partitions, write_sites_file
+from template_pipeline.domain.sites import Site, sites_partitions, write_sites_file
+from template_pipeline.source.client import TemplateClientResource
+from template_pipeline.store import db
+from template_pipeline.store.ops_tables import ensure_schema, template_webhook_events
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import requests
 
-from template_pipeline.simulator import (
+from template_pipeline.apps.simulator import (
     ENDPOINTS,
     INVALID_KINDS,
     LIST_ENDPOINTS,
@@ -31,7 +31,7 @@ from template_pipeline.simulator import (
     demo_sites,
     generate_site_data,
 )
-from template_pipeline.simulator.app import SiteRuntime, format_retry_after
+from template_pipeline.apps.simulator.app import SiteRuntime, format_retry_after
 
 TIMEOUT = 5
 
@@ -213,7 +213,7 @@ def test_invalid_records_are_exactly_the_listed_ones(entity):
 
 @pytest.mark.parametrize("entity", list(INVALID_KINDS))
 def test_invalid_records_are_what_the_models_reject(entity):
-    from template_pipeline.models import validate_records
+    from template_pipeline.domain.models import validate_records
 
     site = SimSite(
         key="bad",
@@ -615,8 +615,8 @@ def test_server_takes_a_free_port_and_releases_it():
 
 
 def test_sites_file_entries_load_through_the_site_registry(tmp_path, server):
-    from template_pipeline import sites as registry_module
-    from template_pipeline.simulator import config
+    from template_pipeline.apps.simulator import config
+    from template_pipeline.domain import sites as registry_module
 
     # The simulator repeats these two constants to stay free of Dagster; keep them equal.
     assert config.SLUG_RE.pattern == registry_module.SLUG_RE.pattern

@@ -4,7 +4,7 @@ configuration error, each naming the site and raised before any HTTP call."""
 import pytest
 import responses
 
-from template_pipeline.sites import (
+from template_pipeline.domain.sites import (
     MASKED,
     SiteConfigError,
     load_registry,

@@ -14,11 +14,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from template_pipeline import db
-from template_pipeline.cli import build_parser
-from template_pipeline.ops_tables import ensure_schema, template_webhook_events
-from template_pipeline.sites import Site, SiteConfigError, SiteRegistry
-from template_pipeline.webhooks import (
+from template_pipeline.apps.cli import build_parser
+from template_pipeline.apps.webhooks import (
     DELIVERY_HEADER,
     EVENT_ENTITIES,
     SIGNATURE_HEADER,
@@ -29,6 +26,9 @@ from template_pipeline.webhooks import (
     sign,
     verify_signature,
 )
+from template_pipeline.domain.sites import Site, SiteConfigError, SiteRegistry
+from template_pipeline.store import db
+from template_pipeline.store.ops_tables import ensure_schema, template_webhook_events
 
 SECRET = "whsec-test-0123456789"
 

@@ -16,8 +16,15 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from template_pipeline.batches import EntitySnapshot, ValidatedBatch
-from template_pipeline.client import (
+from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
+from template_pipeline.domain.models import (
+    KNOWN_FIELDS,
+    explode_order_items,
+    validate_records,
+    validate_stats,
+)
+from template_pipeline.domain.sites import SiteConfigError, sites_partitions
+from template_pipeline.source.client import (
     TemplateAuthenticationError,
     TemplateClient,
     TemplateClientResource,
@@ -25,13 +32,6 @@ from template_pipeline.client import (
     TemplateError,
     TemplateNotFoundError,
 )
-from template_pipeline.models import (
-    KNOWN_FIELDS,
-    explode_order_items,
-    validate_records,
-    validate_stats,
-)
-from template_pipeline.sites import SiteConfigError, sites_partitions
 
 GROUP = "template"
 IO_MANAGER_KEY = "dashboard_io_manager"

@@ -36,7 +36,7 @@ import dagster as dg
 import requests
 
 from template_pipeline import __version__
-from template_pipeline.sites import SITES_FILE_ENV, SiteRegistry, load_registry
+from template_pipeline.domain.sites import SITES_FILE_ENV, SiteRegistry, load_registry
 
 try:  # orjson parses large pages several times faster; json is the fallback.
     import orjson as _orjson

@@ -41,8 +41,8 @@ import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from template_pipeline.assets import ALL_ENTITIES, SITE_TAG
-from template_pipeline.ops_tables import ALERT_SEVERITIES, template_alerts
+from template_pipeline.defs.assets import ALL_ENTITIES, SITE_TAG
+from template_pipeline.store.ops_tables import ALERT_SEVERITIES, template_alerts
 
 logger = logging.getLogger(__name__)
 

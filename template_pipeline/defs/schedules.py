@@ -25,16 +25,22 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import sqlalchemy as sa
 
-from template_pipeline.alerts import AlertLog, AlertSinks, Delivery, health_alert, resolve_alerts
-from template_pipeline.assets import TRIGGER_TAG, site_run_tags, template_site_sync_job
-from template_pipeline.checks import (
+from template_pipeline.defs.alerts import (
+    AlertLog,
+    AlertSinks,
+    Delivery,
+    health_alert,
+    resolve_alerts,
+)
+from template_pipeline.defs.assets import TRIGGER_TAG, site_run_tags, template_site_sync_job
+from template_pipeline.defs.checks import (
     DashboardDatabase,
     TemplateCheckSettings,
     freshness_evaluations,
 )
-from template_pipeline.client import TemplateClientResource
-from template_pipeline.ops_tables import template_site_health
-from template_pipeline.sites import Site, SiteConfigError, sites_partitions
+from template_pipeline.domain.sites import Site, SiteConfigError, sites_partitions
+from template_pipeline.source.client import TemplateClientResource
+from template_pipeline.store.ops_tables import template_site_health
 
 SCHEDULE_TIMEZONE = "Europe/Paris"
 NIGHTLY_CRON = "0 2 * * *"
@@ -50,7 +56,7 @@ Prober = Callable[[Site], tuple[str, float | None, str]]
 
 
 def _default_prober(site: Site) -> tuple[str, float | None, str]:
-    from template_pipeline.cli import probe_site
+    from template_pipeline.apps.cli import probe_site
 
     return probe_site(site)
 

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 DASHBOARD_DATABASE_URL_ENV = "DASHBOARD_DATABASE_URL"
 
 # The repository root: ``.local/`` beside the package holds embedded servers and demo state.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_DIR = Path(os.environ.get("TEMPLATE_PIPELINE_LOCAL_DIR", PROJECT_ROOT / ".local"))
 
 

@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from template_pipeline.simulator.config import SimSite
-from template_pipeline.simulator.data import TABLES, SiteData, generate_site_data
+from template_pipeline.apps.simulator.config import SimSite
+from template_pipeline.apps.simulator.data import TABLES, SiteData, generate_site_data
 
 logger = logging.getLogger(__name__)
 

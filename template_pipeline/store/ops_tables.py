@@ -1,6 +1,6 @@
 """The operations tables: alerts, webhook events and site health (SQLAlchemy Core).
 
-They are defined on :data:`template_pipeline.tables.metadata`, the one schema definition, so
+They are defined on :data:`template_pipeline.store.tables.metadata`, the one schema definition, so
 ``tables.create_tables`` creates them with the Dashboard's tables. They are the pipeline's own
 bookkeeping, which the Dashboard may read:
 
@@ -21,7 +21,7 @@ import threading
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from template_pipeline.tables import TIMESTAMPTZ, create_tables, metadata
+from template_pipeline.store.tables import TIMESTAMPTZ, create_tables, metadata
 
 ALERT_SOURCES = ("check", "run", "health")
 ALERT_SEVERITIES = ("INFO", "WARN", "ERROR")

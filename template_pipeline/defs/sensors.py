@@ -39,15 +39,15 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from template_pipeline.alerts import AlertCursor, AlertSinks, alerts_summary, scan_for_alerts
-from template_pipeline.assets import ALL_ENTITIES, site_run_tags, template_site_sync_job
-from template_pipeline.checks import COUNTED_ENTITIES, DashboardDatabase
-from template_pipeline.client import TemplateClient, TemplateClientResource
-from template_pipeline.models import validate_stats
-from template_pipeline.ops_tables import template_webhook_events
-from template_pipeline.schedules import HEALTH_JOB_NAME, TRIGGER_TAG
-from template_pipeline.sites import Site, SiteConfigError, sites_partitions
-from template_pipeline.webhooks import entities_for_events
+from template_pipeline.apps.webhooks import entities_for_events
+from template_pipeline.defs.alerts import AlertCursor, AlertSinks, alerts_summary, scan_for_alerts
+from template_pipeline.defs.assets import ALL_ENTITIES, site_run_tags, template_site_sync_job
+from template_pipeline.defs.checks import COUNTED_ENTITIES, DashboardDatabase
+from template_pipeline.defs.schedules import HEALTH_JOB_NAME, TRIGGER_TAG
+from template_pipeline.domain.models import validate_stats
+from template_pipeline.domain.sites import Site, SiteConfigError, sites_partitions
+from template_pipeline.source.client import TemplateClient, TemplateClientResource
+from template_pipeline.store.ops_tables import template_webhook_events
 
 logger = logging.getLogger(__name__)
 

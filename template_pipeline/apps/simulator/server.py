@@ -6,10 +6,10 @@ import logging
 
 import uvicorn
 
-from template_pipeline.http_server import BackgroundServer, client_host
-from template_pipeline.simulator.app import SiteRuntime, build_app
-from template_pipeline.simulator.config import SimSite
-from template_pipeline.simulator.data import SiteData
+from template_pipeline.apps.http_server import BackgroundServer, client_host
+from template_pipeline.apps.simulator.app import SiteRuntime, build_app
+from template_pipeline.apps.simulator.config import SimSite
+from template_pipeline.apps.simulator.data import SiteData
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class SimulatorServer(BackgroundServer):
         return self._runtime(key).requests
 
     def sites_file_entries(self, env_prefix: str = DEFAULT_ENV_PREFIX) -> list[dict[str, str]]:
-        """Entries for ``template_pipeline.sites.write_sites_file``."""
+        """Entries for ``template_pipeline.domain.sites.write_sites_file``."""
         return [
             {
                 "key": site.key,

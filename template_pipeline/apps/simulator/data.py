@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from template_pipeline.simulator.config import MASKED, SimSite
+from template_pipeline.apps.simulator.config import MASKED, SimSite
 
 # Record entities in the order of the ``full`` export (settings are key/value pairs, not records).
 RECORD_ENTITIES: tuple[str, ...] = (
@@ -36,7 +36,7 @@ RECORD_ENTITIES: tuple[str, ...] = (
 TABLES: tuple[str, ...] = ("settings", *RECORD_ENTITIES)
 
 # Kinds of invalid records, per entity; generation cycles through them. Each one breaks a rule
-# of template_pipeline.models (required field, no negative money or count, no NUL character,
+# of template_pipeline.domain.models (required field, no negative money or count, no NUL character,
 # user emails and roles), so every invalid record must end up among the rejects. Order and
 # custom-request emails are display text there, hence not broken here.
 INVALID_KINDS: dict[str, tuple[str, ...]] = {

@@ -32,7 +32,7 @@ A blocking check that fails with ERROR stops the assets downstream in the same r
 rate above the threshold on ``orders`` keeps ``order_items`` from being rebuilt from bad orders.
 
 The mass-delete guard lives in the IO manager, which refuses the write and raises
-:class:`~template_pipeline.io_manager.MassDeleteRefusedError`. The asset step then fails, and a
+:class:`~template_pipeline.defs.io_manager.MassDeleteRefusedError`. The asset step then fails, and a
 check downstream of a failed step never runs, so the refusal cannot be found by a check op. The
 IO manager therefore reports it itself through :func:`report_refused_sync`, which logs a failed
 blocking evaluation of ``mass_delete_guard`` from inside the failing step (the entity's check
@@ -59,11 +59,11 @@ import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.dialects.postgresql import JSONB
 
-from template_pipeline import db
-from template_pipeline.assets import ALL_ENTITIES, ENDPOINT_SPECS
-from template_pipeline.ops_tables import ensure_schema
-from template_pipeline.sites import MASKED, sites_partitions
-from template_pipeline.tables import (
+from template_pipeline.defs.assets import ALL_ENTITIES, ENDPOINT_SPECS
+from template_pipeline.domain.sites import MASKED, sites_partitions
+from template_pipeline.store import db
+from template_pipeline.store.ops_tables import ensure_schema
+from template_pipeline.store.tables import (
     ENTITY_TABLES,
     template_order_items,
     template_orders,
@@ -814,7 +814,7 @@ def report_refused_sync(context: dg.OutputContext, exc: Exception) -> bool:
     """Log a refused write as a failed evaluation of the asset's blocking ``mass_delete_guard``.
 
     Called by the IO manager's ``handle_output`` just before it re-raises
-    :class:`~template_pipeline.io_manager.MassDeleteRefusedError`: the step fails as before
+    :class:`~template_pipeline.defs.io_manager.MassDeleteRefusedError`: the step fails as before
     (nothing downstream runs), and the refusal also shows on the asset's checks, per site, with
     its numbers, where the alerts sensor finds it. ``exc`` is read for its ``site``,
     ``live_rows``, ``to_delete``, ``max_delete_fraction`` and ``min_rows_for_guard``.

@@ -56,11 +56,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from template_pipeline import db
-from template_pipeline.assets import ALL_ENTITIES, ENDPOINT_SPECS
-from template_pipeline.http_server import BackgroundServer
-from template_pipeline.ops_tables import ensure_schema, template_webhook_events
-from template_pipeline.sites import SLUG_RE, SiteConfigError, SiteRegistry, load_registry
+from template_pipeline.apps.http_server import BackgroundServer
+from template_pipeline.defs.assets import ALL_ENTITIES, ENDPOINT_SPECS
+from template_pipeline.domain.sites import SLUG_RE, SiteConfigError, SiteRegistry, load_registry
+from template_pipeline.store import db
+from template_pipeline.store.ops_tables import ensure_schema, template_webhook_events
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from template_pipeline import db
-from template_pipeline.simulator import SimulatorServer, demo_sites
-from template_pipeline.sites import SITES_FILE_ENV, write_sites_file
+from template_pipeline.apps.simulator import SimulatorServer, demo_sites
+from template_pipeline.domain.sites import SITES_FILE_ENV, write_sites_file
+from template_pipeline.store import db
 
 DAGSTER_POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"
 INSTANCE_DATABASE = "template_dagster"

@@ -6,10 +6,10 @@ by a Starlette application (:func:`build_app`), run in a background thread by
 :class:`SimulatorServer` or in the foreground by :func:`serve`.
 """
 
-from template_pipeline.simulator.app import ENDPOINTS, LIST_ENDPOINTS, build_app
-from template_pipeline.simulator.config import Faults, SimSite, demo_sites
-from template_pipeline.simulator.data import INVALID_KINDS, SiteData, generate_site_data
-from template_pipeline.simulator.server import SimulatorServer, api_key_env_name, serve
+from template_pipeline.apps.simulator.app import ENDPOINTS, LIST_ENDPOINTS, build_app
+from template_pipeline.apps.simulator.config import Faults, SimSite, demo_sites
+from template_pipeline.apps.simulator.data import INVALID_KINDS, SiteData, generate_site_data
+from template_pipeline.apps.simulator.server import SimulatorServer, api_key_env_name, serve
 
 __all__ = [
     "ENDPOINTS",

@@ -37,9 +37,9 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 from pydantic import Field
 
-from template_pipeline import db
-from template_pipeline.batches import EntitySnapshot, Reject, gc_paused
-from template_pipeline.tables import (
+from template_pipeline.domain.batches import EntitySnapshot, Reject, gc_paused
+from template_pipeline.store import db
+from template_pipeline.store.tables import (
     ENTITY_TABLES,
     SYNC_COUNT_COLUMNS,
     TableSpec,
@@ -397,7 +397,7 @@ class TemplatePostgresIOManager(dg.ConfigurableIOManager):
             # The step fails either way; this also shows the refusal as a failed blocking
             # mass_delete_guard check of the asset for the site (imported here: checks read what
             # this module writes, not the other way round).
-            from template_pipeline.checks import report_refused_sync
+            from template_pipeline.defs.checks import report_refused_sync
 
             report_refused_sync(context, exc)
             raise

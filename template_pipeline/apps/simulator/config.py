@@ -1,8 +1,9 @@
 """What a simulated Template site is: its size, its envelope, its faults.
 
 This module (and the whole simulator) deliberately does not import Dagster or
-``template_pipeline.sites``: the simulator also runs standalone (``template-pipeline simulate``,
-benchmarks) where a one-second Dagster import would be pure overhead. The two constants shared
+``template_pipeline.domain.sites``: the simulator also runs standalone
+(``template-pipeline simulate``, benchmarks) where a one-second Dagster import would be pure
+overhead. The two constants shared
 with the site registry are repeated here and a test keeps them equal.
 """
 
@@ -11,9 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# Same pattern as template_pipeline.sites.SLUG_RE: a simulated site's key is a partition key.
+# Same pattern as template_pipeline.domain.sites.SLUG_RE: a simulated site's key is a partition key.
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-# Same literal as template_pipeline.sites.MASKED: how Template exports secret settings.
+# Same literal as template_pipeline.domain.sites.MASKED: how Template exports secret settings.
 MASKED = "***MASKED***"
 
 ENVELOPES = ("success", "named")

@@ -3,9 +3,10 @@
 One model per entity describes what the sites really send (numbers as text, blanks, MySQL zero
 dates, naive timestamps, unknown fields) and coerces it into the plain values of the Dashboard
 tables. :func:`validate_records` turns one page of raw records into a
-:class:`~template_pipeline.batches.ValidatedBatch`: the rows the IO manager writes, and the
-records that cannot be stored, each quarantined as a :class:`~template_pipeline.batches.Reject`
-with a reason naming the field (never silently dropped).
+:class:`~template_pipeline.domain.batches.ValidatedBatch`: the rows the IO manager writes,
+and the records that cannot be stored, each quarantined as a
+:class:`~template_pipeline.domain.batches.Reject` with a reason naming the field (never
+silently dropped).
 
 Decisions that shape the rows:
 
@@ -66,7 +67,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from template_pipeline.batches import Reject, ValidatedBatch, gc_paused
+from template_pipeline.domain.batches import Reject, ValidatedBatch, gc_paused
 
 __all__ = [
     "INT_MAX",
@@ -91,7 +92,7 @@ __all__ = [
 ]
 
 # The literal the Template API sends in place of a secret setting. Kept equal to
-# ``template_pipeline.sites.MASKED`` (a test guards it); defined here too so that validating
+# ``template_pipeline.domain.sites.MASKED`` (a test guards it); defined here too so that validating
 # records does not import Dagster.
 MASKED_VALUE = "***MASKED***"
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import dagster as dg
 import sqlalchemy as sa
 
-from template_pipeline import db
-from template_pipeline.assets import ALL_ENTITIES, site_run_tags, template_site_sync_job
-from template_pipeline.sites import SiteConfigError, SiteRegistry, sites_partitions
-from template_pipeline.tables import SYNC_COUNT_COLUMNS, template_sync_runs
+from template_pipeline.defs.assets import ALL_ENTITIES, site_run_tags, template_site_sync_job
+from template_pipeline.domain.sites import SiteConfigError, SiteRegistry, sites_partitions
+from template_pipeline.store import db
+from template_pipeline.store.tables import SYNC_COUNT_COLUMNS, template_sync_runs
 
 logger = logging.getLogger(__name__)
 

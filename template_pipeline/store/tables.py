@@ -22,7 +22,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from template_pipeline import db
+from template_pipeline.store import db
 
 metadata = sa.MetaData()
 
@@ -335,4 +335,4 @@ def create_tables(engine_or_url: sa.Engine | str) -> None:
 
 # The operations tables (alerts, webhook events, site health) live on the same metadata; the
 # import comes last because ops_tables imports this module's names.
-from template_pipeline import ops_tables  # noqa: E402, F401
+from template_pipeline.store import ops_tables  # noqa: E402, F401
