@@ -68,5 +68,5 @@ bench-nightly: install
 
 ## Stop the embedded PostgreSQL and forget the demo state.
 clean-local: install
-	$(PY) -c "from template_pipeline import db; db.stop_embedded_postgres()"
+	$(PY) -c "from template_pipeline.store import embedded; embedded.stop_embedded_postgres()"
 	rm -rf .local

@@ -63,9 +63,9 @@ def database_server_url(environ: Mapping[str, str] | None = None) -> tuple[str, 
         url = env.get(name, "").strip()
         if url:
             return url, name
-    from template_pipeline.store import db
+    from template_pipeline.store import embedded
 
-    return db.start_embedded_postgres(database="postgres"), "embedded PostgreSQL (.local/)"
+    return embedded.start_embedded_postgres(database="postgres"), "embedded PostgreSQL (.local/)"
 
 
 @contextlib.contextmanager
@@ -354,7 +354,7 @@ def endpoint_batches(spec: Any, client: Any, *, validate: bool = True) -> Iterat
     no row, only ``fetched``.
     """
     from template_pipeline.domain.batches import ValidatedBatch
-    from template_pipeline.domain.models import validate_records, validate_stats
+    from template_pipeline.domain.validation import validate_records, validate_stats
 
     if spec.kind == "list":
         # The assets prefetch the next page while this one is validated and written.
@@ -365,7 +365,7 @@ def endpoint_batches(spec: Any, client: Any, *, validate: bool = True) -> Iterat
         )
         for page in pages:
             if validate:
-                yield validate_records(spec.entity, page, base_url=client.base_url)
+                yield validate_records(spec.name, page, base_url=client.base_url)
             else:
                 yield ValidatedBatch(rows=[], fetched=len(page))
     elif spec.kind == "settings":
@@ -385,11 +385,12 @@ def sync_without_dagster(site: str, database_url: str, run_id: str) -> dict[str,
     """What one site's sync run does, minus Dagster: every endpoint fetched, validated and
     written by the IO manager's ``write_snapshot``, then the order items rebuilt from the stored
     orders. Returns the rows written (valid rows) per entity."""
-    from template_pipeline.defs.assets import ENDPOINT_SPECS
-    from template_pipeline.defs.io_manager import read_live_rows, write_snapshot
+    from template_pipeline.defs.resources import TemplateClientResource
     from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
-    from template_pipeline.domain.models import explode_order_items
-    from template_pipeline.source.client import TemplateClientResource
+    from template_pipeline.domain.entities import FETCHED as ENDPOINT_SPECS
+    from template_pipeline.domain.validation import explode_order_items
+    from template_pipeline.store.reads import read_live_rows
+    from template_pipeline.store.writer import write_snapshot
 
     resource = TemplateClientResource()
     written: dict[str, int] = {}
@@ -398,9 +399,9 @@ def sync_without_dagster(site: str, database_url: str, run_id: str) -> dict[str,
     for spec in ENDPOINT_SPECS:
         with resource.get_client(site) as client:
             snapshot = EntitySnapshot(
-                site, spec.entity, endpoint_batches(spec, client), source=client.base_url
+                site, spec.name, endpoint_batches(spec, client), source=client.base_url
             )
-            written[spec.entity] = write_snapshot(
+            written[spec.name] = write_snapshot(
                 database_url, snapshot, run_id=run_id, log=quiet
             ).valid
     orders = read_live_rows(database_url, "orders", site, ["template_id", "items"])

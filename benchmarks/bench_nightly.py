@@ -245,7 +245,7 @@ def prepare_instance(instance: Any, site_keys: Sequence[str], tick: datetime) ->
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import WorkspaceFileTarget
 
-    from template_pipeline.domain.sites import sites_partitions
+    from template_pipeline.defs.partitions import sites_partitions
 
     # What the sites sensor would have done when the sites were configured.
     instance.add_dynamic_partitions(sites_partitions.name, list(site_keys))
@@ -326,7 +326,7 @@ def wait_for_runs(
 
 
 def child_in_asset(args: argparse.Namespace) -> dict[str, Any]:
-    from template_pipeline.defs.io_manager import ensure_tables
+    from template_pipeline.store.schema import ensure_schema as ensure_tables
 
     ensure_tables(args.database_url)
     per_site = []
@@ -422,7 +422,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         common.progress(f"serving {len(sites)} simulated sites ...")
         simulator = stack.enter_context(common.SimulatorProcess(sites, work))
         from template_pipeline.store import db
-        from template_pipeline.store.tables import create_tables
+        from template_pipeline.store.schema import create_tables
 
         env = common.child_env(
             {

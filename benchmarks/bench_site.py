@@ -61,8 +61,8 @@ CHILD_TIMEOUT_S = 3600.0
 
 def child_fetch(args: argparse.Namespace) -> dict[str, Any]:
     """Fetch (and with ``--validate``, validate) every endpoint as the assets do; keep nothing."""
-    from template_pipeline.defs.assets import ENDPOINT_SPECS
-    from template_pipeline.source.client import TemplateClientResource
+    from template_pipeline.defs.resources import TemplateClientResource
+    from template_pipeline.domain.entities import FETCHED as ENDPOINT_SPECS
 
     resource = TemplateClientResource()  # its defaults: the assets' page size and timeouts
     started = time.perf_counter()
@@ -84,7 +84,7 @@ def child_fetch(args: argparse.Namespace) -> dict[str, Any]:
 
 def child_direct(args: argparse.Namespace) -> dict[str, Any]:
     """The same work as a sync run, without Dagster (into a database of its own)."""
-    from template_pipeline.defs.io_manager import ensure_tables
+    from template_pipeline.store.schema import ensure_schema as ensure_tables
 
     ensure_tables(args.database_url)
     started = time.perf_counter()
@@ -152,18 +152,18 @@ def child_copy(args: argparse.Namespace) -> dict[str, Any]:
     """Fetch and validate everything into memory, then time COPY and per-record INSERTs."""
     import orjson
 
-    from template_pipeline.defs.assets import ENDPOINT_SPECS
-    from template_pipeline.defs.io_manager import table_spec
-    from template_pipeline.domain.models import explode_order_items
-    from template_pipeline.source.client import TemplateClientResource
+    from template_pipeline.defs.resources import TemplateClientResource
+    from template_pipeline.domain.entities import FETCHED as ENDPOINT_SPECS
+    from template_pipeline.domain.validation import explode_order_items
     from template_pipeline.store import db
-    from template_pipeline.store.tables import create_tables
+    from template_pipeline.store.schema import create_tables
+    from template_pipeline.store.tables import table_spec
 
     resource = TemplateClientResource()
     rows: dict[str, list[dict[str, Any]]] = {}
     for spec in ENDPOINT_SPECS:
         with resource.get_client(args.site) as client:
-            rows[spec.entity] = [
+            rows[spec.name] = [
                 row for batch in common.endpoint_batches(spec, client) for row in batch.rows
             ]
     rows["order_items"] = explode_order_items(
@@ -223,7 +223,7 @@ def _per_record(conn: Any, paintings: list[dict[str, Any]], values_of: Any, args
     psycopg 3 binds server-side and prepares the statement after a few executions: the
     cheapest way to run this approach, so the comparison favours it.
     """
-    from template_pipeline.defs.io_manager import table_spec
+    from template_pipeline.store.tables import table_spec
 
     spec = table_spec("paintings")
     conn.execute('CREATE TABLE "bench_seed_paintings" (LIKE "template_paintings" INCLUDING ALL)')

@@ -8,24 +8,29 @@ from __future__ import annotations
 
 import dagster as dg
 
-from template_pipeline.defs.alerts import AlertSinks
-from template_pipeline.defs.assets import IO_MANAGER_KEY, template_assets, template_site_sync_job
-from template_pipeline.defs.checks import DashboardDatabase, TemplateCheckSettings, template_checks
+from template_pipeline.defs.assets import template_assets, template_site_sync_job
+from template_pipeline.defs.checks import template_checks
+from template_pipeline.defs.health import template_health_job
 from template_pipeline.defs.io_manager import TemplatePostgresIOManager
-from template_pipeline.defs.schedules import template_health_job, template_schedules
+from template_pipeline.defs.resources import (
+    AlertSinks,
+    DashboardDatabase,
+    TemplateCheckSettings,
+    TemplateClientResource,
+)
+from template_pipeline.defs.schedules import template_schedules
 from template_pipeline.defs.sensors import template_sensors
-from template_pipeline.source.client import TemplateClientResource
-from template_pipeline.store.db import DASHBOARD_DATABASE_URL_ENV
+from template_pipeline.defs.tags import IO_MANAGER_KEY
+from template_pipeline.domain import config
 
 
 def build_resources() -> dict[str, object]:
+    database_url = dg.EnvVar(config.DASHBOARD_DATABASE_URL.name)
     return {
         "template_client": TemplateClientResource(),
-        IO_MANAGER_KEY: TemplatePostgresIOManager(
-            database_url=dg.EnvVar(DASHBOARD_DATABASE_URL_ENV)
-        ),
+        IO_MANAGER_KEY: TemplatePostgresIOManager(database_url=database_url),
         # Checks, sensors, alerts and the health job read the same database.
-        "dashboard_database": DashboardDatabase(database_url=dg.EnvVar(DASHBOARD_DATABASE_URL_ENV)),
+        "dashboard_database": DashboardDatabase(database_url=database_url),
         # Thresholds and the alert webhook come from the environment when unset here.
         "template_check_settings": TemplateCheckSettings(),
         "alert_sinks": AlertSinks(),

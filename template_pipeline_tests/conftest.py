@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from template_pipeline.store import db
+from template_pipeline.store import db, embedded
 
 TEST_DATABASE_URL_ENV = "TEMPLATE_PIPELINE_TEST_DATABASE_URL"
 
@@ -40,7 +40,7 @@ def postgres_server_url() -> str:
     url = os.environ.get(TEST_DATABASE_URL_ENV, "").strip()
     if url:
         return url
-    return db.start_embedded_postgres(database="postgres")
+    return embedded.start_embedded_postgres(database="postgres")
 
 
 @pytest.fixture(scope="session")

@@ -16,18 +16,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from template_pipeline.defs.alerts import (
-    Alert,
-    AlertCursor,
-    AlertSinks,
-    deliver,
-    slack_message,
-)
-from template_pipeline.defs.assets import SITE_TAG
-from template_pipeline.defs.checks import DashboardDatabase
+from template_pipeline.defs.alerts.scan import AlertCursor
+from template_pipeline.defs.alerts.sinks import Alert, deliver, slack_message
+from template_pipeline.defs.resources import AlertSinks, DashboardDatabase
 from template_pipeline.defs.sensors import template_alerts_sensor
+from template_pipeline.defs.tags import SITE_TAG
 from template_pipeline.store import db
-from template_pipeline.store.ops_tables import ensure_schema, template_alerts
+from template_pipeline.store.ops_tables import template_alerts
+from template_pipeline.store.schema import ensure_schema
 
 
 class _Receiver(ThreadingHTTPServer):

@@ -34,11 +34,14 @@ from template_pipeline.apps.simulator import (
     api_key_env_name,
 )
 from template_pipeline.apps.simulator.data import to_decimal
-from template_pipeline.defs.assets import IO_MANAGER_KEY, stats_metadata, template_assets
+from template_pipeline.defs.assets import stats_metadata, template_assets
 from template_pipeline.defs.io_manager import TemplatePostgresIOManager
-from template_pipeline.domain.models import KNOWN_FIELDS, MASKED_VALUE
-from template_pipeline.domain.sites import SITES_FILE_ENV, sites_partitions, write_sites_file
-from template_pipeline.source.client import TemplateClientResource
+from template_pipeline.defs.partitions import sites_partitions
+from template_pipeline.defs.resources import TemplateClientResource
+from template_pipeline.defs.tags import IO_MANAGER_KEY
+from template_pipeline.domain.entities import KNOWN_FIELDS
+from template_pipeline.domain.sites import SITES_FILE_ENV, write_sites_file
+from template_pipeline.domain.vocabulary import MASKED as MASKED_VALUE
 from template_pipeline.store import db
 
 LIST_ENTITIES = ("paintings", "users", "orders", "exhibitions", "custom_requests")

@@ -32,16 +32,13 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from template_pipeline.defs.io_manager import (
-    TemplatePostgresIOManager,
-    ensure_tables,
-    read_live_columns,
-    read_live_rows,
-    write_snapshot,
-)
+from template_pipeline.defs.io_manager import TemplatePostgresIOManager
 from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
 from template_pipeline.source.client import TemplateClient
 from template_pipeline.store import db
+from template_pipeline.store.reads import read_live_columns, read_live_rows
+from template_pipeline.store.schema import ensure_schema as ensure_tables
+from template_pipeline.store.writer import write_snapshot
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -362,9 +359,9 @@ def test_client_reads_the_environment_proxies_once_for_its_origin(monkeypatch):
     direct = TemplateClient(site="b", base_url="https://direct.example/", api_key="k")
     try:
         # requests would re-read the environment (and ~/.netrc) on every request otherwise.
-        assert proxied._session.trust_env is False
-        assert proxied._session.proxies.get("https") == "http://proxy.internal:3128"
-        assert "https" not in direct._session.proxies
+        assert proxied._transport._session.trust_env is False
+        assert proxied._transport._session.proxies.get("https") == "http://proxy.internal:3128"
+        assert "https" not in direct._transport._session.proxies
     finally:
         proxied.close()
         direct.close()

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from template_pipeline.apps.simulator import SimSite
-from template_pipeline.defs.assets import ALL_ENTITIES, GROUP, order_items
-from template_pipeline.domain.sites import sites_partitions
+from template_pipeline.defs.assets import ALL_ENTITIES, order_items
+from template_pipeline.defs.partitions import sites_partitions
+from template_pipeline.defs.tags import GROUP
 from template_pipeline_tests import deployment_harness as harness
 
 pytestmark = pytest.mark.browser

@@ -18,10 +18,7 @@ import sqlalchemy as sa
 from template_pipeline.apps.simulator import SimSite, SimulatorServer
 from template_pipeline.defs.assets import (
     ALL_ENTITIES,
-    ENDPOINT_SPECS,
-    IO_MANAGER_KEY,
     order_items,
-    site_run_tags,
     template_assets,
     template_site_sync_job,
 )
@@ -29,31 +26,37 @@ from template_pipeline.defs.checks import (
     CHECK_RULES,
     MASS_DELETE_GUARD,
     CheckTarget,
-    DashboardDatabase,
-    TemplateCheckSettings,
-    evaluate_freshness,
-    evaluate_items_reference_paintings,
+    template_checks,
+)
+from template_pipeline.defs.checks.evaluations import (
     evaluate_mass_delete_guard,
     evaluate_matches_site_stats,
-    evaluate_order_totals,
     evaluate_reject_rate,
     evaluate_site_name_present,
     evaluate_unique_ids,
-    freshness_evaluations,
-    report_refused_sync,
-    template_checks,
 )
-from template_pipeline.defs.io_manager import (
-    MassDeleteRefusedError,
-    TemplatePostgresIOManager,
-    write_snapshot,
+from template_pipeline.defs.checks.freshness import evaluate_freshness, freshness_evaluations
+from template_pipeline.defs.checks.reconciliation import (
+    evaluate_items_reference_paintings,
+    evaluate_order_totals,
 )
+from template_pipeline.defs.checks.refusals import report_refused_sync
+from template_pipeline.defs.io_manager import TemplatePostgresIOManager
+from template_pipeline.defs.partitions import sites_partitions
+from template_pipeline.defs.resources import (
+    DashboardDatabase,
+    TemplateCheckSettings,
+    TemplateClientResource,
+)
+from template_pipeline.defs.tags import IO_MANAGER_KEY, site_run_tags
 from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
-from template_pipeline.domain.models import validate_records, validate_stats
-from template_pipeline.domain.sites import sites_partitions, write_sites_file
-from template_pipeline.source.client import TemplateClientResource
+from template_pipeline.domain.entities import FETCHED as ENDPOINT_SPECS
+from template_pipeline.domain.sites import write_sites_file
+from template_pipeline.domain.validation import validate_records, validate_stats
 from template_pipeline.store import db
+from template_pipeline.store.results import MassDeleteRefusedError
 from template_pipeline.store.tables import template_sync_runs
+from template_pipeline.store.writer import write_snapshot
 
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 
@@ -95,7 +98,7 @@ def _order(oid: int, total: str, *items: tuple[int, str, int]) -> dict[str, Any]
 def test_checks_are_built_from_the_spec_table():
     keys = {key for check in template_checks for key in check.check_keys}
     assert len(keys) == sum(len(rule.entities) for rule in CHECK_RULES)
-    record_entities = {s.entity for s in ENDPOINT_SPECS if s.kind in ("list", "settings")}
+    record_entities = {s.name for s in ENDPOINT_SPECS if s.has_records}
     by_rule = {
         rule.name: {k.asset_key.path[-1] for k in keys if k.name == rule.name}
         for rule in CHECK_RULES

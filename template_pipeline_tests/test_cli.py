@@ -40,7 +40,9 @@ from psycopg.rows import dict_row
 from template_pipeline.apps.cli import main
 from template_pipeline.apps.simulator import SimSite, SimulatorServer, api_key_env_name
 from template_pipeline.apps.sync import COUNT_COLUMNS
-from template_pipeline.defs.assets import ALL_ENTITIES, SITE_TAG, TRIGGER_TAG
+from template_pipeline.defs.assets import ALL_ENTITIES
+from template_pipeline.defs.tags import SITE_TAG, TRIGGER_TAG
+from template_pipeline.domain import config
 from template_pipeline.domain.sites import SITES_FILE_ENV, load_sites_file, write_sites_file
 from template_pipeline.source.client import TemplateClient
 from template_pipeline.store import db
@@ -121,7 +123,7 @@ def setup(server, database_url, postgres_server_url, tmp_path_factory) -> Iterat
     sites_file = write_sites_file(folder / "sites.yaml", entries)
     home = folder / "dagster_home"
     home.mkdir()
-    shutil.copyfile(db.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(config.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     instance_db = f"tp_cli_dagster_{os.getpid()}_{_SUFFIX}"
     db.ensure_database(postgres_server_url, instance_db)
     env = {
@@ -464,7 +466,7 @@ def test_simulate_writes_a_sites_file_it_then_serves(tmp_path):
             "--write-sites-file",
             str(sites_file),
         ],
-        cwd=db.PROJECT_ROOT,
+        cwd=config.PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -27,20 +27,18 @@ import requests
 import responses
 
 from template_pipeline import __version__
+from template_pipeline.defs.resources import TemplateClientResource
 from template_pipeline.domain.sites import SiteConfigError, write_sites_file
-from template_pipeline.source.client import (
-    ENDPOINTS,
-    LIST_ENDPOINTS,
+from template_pipeline.source.client import ENDPOINTS, LIST_ENDPOINTS, TemplateClient
+from template_pipeline.source.errors import (
     TemplateAuthenticationError,
-    TemplateClient,
-    TemplateClientResource,
     TemplateConnectionError,
     TemplateError,
     TemplateNotFoundError,
     TemplatePaginationError,
     TemplateResponseError,
-    _parse_retry_after,
 )
+from template_pipeline.source.transport import parse_retry_after as _parse_retry_after
 
 SITE = "atelier-marie"
 BASE = "http://marie.test/"

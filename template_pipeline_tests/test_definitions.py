@@ -18,15 +18,11 @@ import dagster as dg
 import pytest
 
 from template_pipeline.definitions import defs
-from template_pipeline.defs.assets import (
-    GROUP,
-    IO_MANAGER_KEY,
-    STEP_RETRY_POLICY,
-    template_site_sync_job,
-)
-from template_pipeline.domain.batches import ENTITIES
-from template_pipeline.domain.sites import sites_partitions
-from template_pipeline.store import db
+from template_pipeline.defs.assets import STEP_RETRY_POLICY, template_site_sync_job
+from template_pipeline.defs.partitions import sites_partitions
+from template_pipeline.defs.tags import GROUP, IO_MANAGER_KEY
+from template_pipeline.domain import config
+from template_pipeline.domain.entities import NAMES as ENTITIES
 
 # Prefixes of every variable that configures the project or holds a secret: the subprocess
 # checks run without any of them, as on a fresh clone.
@@ -66,7 +62,7 @@ def test_dagster_definitions_validate_cli(tmp_path):
             "-m",
             "template_pipeline.definitions",
         ],
-        cwd=db.PROJECT_ROOT,
+        cwd=config.PROJECT_ROOT,
         env=_clean_env(DAGSTER_HOME=str(tmp_path)),
         capture_output=True,
         text=True,

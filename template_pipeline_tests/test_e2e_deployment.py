@@ -25,8 +25,9 @@ import pytest
 import sqlalchemy as sa
 
 from template_pipeline.apps.simulator import SimSite
-from template_pipeline.defs.assets import ALL_ENTITIES, GROUP, template_site_sync_job
-from template_pipeline.domain.sites import sites_partitions
+from template_pipeline.defs.assets import ALL_ENTITIES, template_site_sync_job
+from template_pipeline.defs.partitions import sites_partitions
+from template_pipeline.defs.tags import GROUP
 from template_pipeline.store import db
 from template_pipeline_tests import deployment_harness as harness
 

@@ -26,19 +26,21 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from template_pipeline.defs import io_manager as iom
-from template_pipeline.defs.io_manager import (
-    MassDeleteRefusedError,
-    SnapshotContractError,
-    TemplatePostgresIOManager,
-    ensure_tables,
-    preview_markdown,
-    read_live_rows,
-    write_snapshot,
-)
+from template_pipeline.defs.io_manager import TemplatePostgresIOManager, preview_markdown
 from template_pipeline.domain.batches import EntitySnapshot, Reject, ValidatedBatch
 from template_pipeline.store import db
-from template_pipeline.store.tables import ENTITY_TABLES, create_tables
+from template_pipeline.store import merge as merge_module
+from template_pipeline.store import writer as writer_module
+from template_pipeline.store.reads import read_live_rows
+from template_pipeline.store.results import (
+    MassDeleteRefusedError,
+    SnapshotContractError,
+    SyncResult,
+)
+from template_pipeline.store.schema import create_tables
+from template_pipeline.store.schema import ensure_schema as ensure_tables
+from template_pipeline.store.tables import ENTITY_TABLES
+from template_pipeline.store.writer import write_snapshot
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -99,7 +101,7 @@ def snap(
     return EntitySnapshot(site=site, entity=entity, batches=batches())
 
 
-def sync(url: str, snapshot: EntitySnapshot, **kwargs: Any) -> iom.SyncResult:
+def sync(url: str, snapshot: EntitySnapshot, **kwargs: Any) -> SyncResult:
     kwargs.setdefault("run_id", f"run-{uuid.uuid4().hex[:8]}")
     return write_snapshot(url, snapshot, **kwargs)
 
@@ -301,13 +303,13 @@ def test_stream_failure_after_a_copied_batch_leaves_everything_as_before(url, si
 def test_failure_after_the_merge_statements_rolls_them_back(url, site, monkeypatch):
     sync(url, snap(site, [painting(i) for i in range(3)]))
     before = table_rows(url, site)
-    merge = iom._merge
+    merge = merge_module.merge_stage
 
     def merge_then_fail(*args: Any, **kwargs: Any) -> None:
         merge(*args, **kwargs)
         raise RuntimeError("injected after the merge")
 
-    monkeypatch.setattr(iom, "_merge", merge_then_fail)
+    monkeypatch.setattr(writer_module, "merge_stage", merge_then_fail)
     with pytest.raises(RuntimeError, match="injected"):
         sync(url, snap(site, [painting(0, name="new"), painting(5)]))
 
@@ -359,7 +361,7 @@ def test_concurrent_writers_of_one_site_end_in_one_consistent_state(url, site):
     for thread in threads:
         thread.join(timeout=20)
 
-    assert all(isinstance(r, iom.SyncResult) for r in results.values()), results
+    assert all(isinstance(r, SyncResult) for r in results.values()), results
     live = read_live_rows(url, "paintings", site)
     assert live["template_id"].is_unique
     final = dict(zip(live["template_id"], live["name"], strict=True))
@@ -645,7 +647,7 @@ def test_concurrent_first_runs_create_the_schema_once(postgres_server_url):
     ],
 )
 def test_mass_delete_guard_rule(live, to_delete, kept, fraction, min_rows, refused):
-    assert iom._refuse(live, to_delete, kept, fraction, min_rows) is refused
+    assert merge_module.refuse(live, to_delete, kept, fraction, min_rows) is refused
 
 
 def test_refused_error_survives_pickling():
@@ -675,7 +677,7 @@ def test_preview_markdown(rows, expected):
 
 
 def test_every_entity_has_a_table_spec():
-    from template_pipeline.domain.batches import ENTITIES
+    from template_pipeline.domain.entities import NAMES as ENTITIES
 
     assert set(ENTITY_TABLES) == set(ENTITIES)
     for spec in ENTITY_TABLES.values():

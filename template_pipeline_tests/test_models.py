@@ -20,16 +20,17 @@ from urllib.parse import urljoin
 
 import pytest
 
-from template_pipeline.domain import models
+from template_pipeline.domain import models, validation
 from template_pipeline.domain.batches import Reject, ValidatedBatch
-from template_pipeline.domain.models import (
-    KNOWN_FIELDS,
-    MASKED_VALUE,
-    Painting,
+from template_pipeline.domain.entities import KNOWN_FIELDS
+from template_pipeline.domain.models import Painting
+from template_pipeline.domain.models import rows as rows_module
+from template_pipeline.domain.validation import (
     explode_order_items,
     validate_records,
     validate_stats,
 )
+from template_pipeline.domain.vocabulary import MASKED as MASKED_VALUE
 from template_pipeline.store import tables
 
 UTC = timezone.utc
@@ -601,7 +602,7 @@ def test_no_image_no_image_url():
 )
 @pytest.mark.parametrize("base_url", ["http://h/t/site-b/", "https://s.example/", "http://h/?q=1"])
 def test_image_url_shortcut_equals_urljoin(base_url, image):
-    assert models._image_url_joiner(base_url)(image) == urljoin(base_url, image)
+    assert rows_module.image_url_joiner(base_url)(image) == urljoin(base_url, image)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -806,9 +807,9 @@ def test_mixed_page_returns_rows_and_rejects_adding_up_to_fetched():
 
 def test_large_page_keeps_every_record_in_order():
     # Longer than the chunks validate_records works in, with failures on their boundaries.
-    size = 3 * models._CHUNK + 5
+    size = 3 * validation._CHUNK + 5
     records = [{"id": i, "name": f"P{i}", "price": i} for i in range(size)]
-    bad = {0, models._CHUNK - 1, models._CHUNK, 2 * models._CHUNK + 1, size - 1}
+    bad = {0, validation._CHUNK - 1, validation._CHUNK, 2 * validation._CHUNK + 1, size - 1}
     for i in bad:
         records[i]["price"] = -1
     records[size // 2]["name"] = "nul\x00"

@@ -16,18 +16,18 @@ import pytest
 import sqlalchemy as sa
 
 from template_pipeline.apps.simulator import Faults, SimSite, SimulatorServer
-from template_pipeline.defs.alerts import AlertSinks
-from template_pipeline.defs.assets import SITE_TAG, template_site_sync_job
-from template_pipeline.defs.checks import DashboardDatabase, TemplateCheckSettings
-from template_pipeline.defs.schedules import (
-    HEALTH_JOB_NAME,
-    TRIGGER_TAG,
-    hourly_template_health,
-    nightly_template_sync,
-    template_health_job,
+from template_pipeline.defs.assets import template_site_sync_job
+from template_pipeline.defs.health import HEALTH_JOB_NAME, template_health_job
+from template_pipeline.defs.partitions import sites_partitions
+from template_pipeline.defs.resources import (
+    AlertSinks,
+    DashboardDatabase,
+    TemplateCheckSettings,
+    TemplateClientResource,
 )
-from template_pipeline.domain.sites import sites_partitions, write_sites_file
-from template_pipeline.source.client import TemplateClientResource
+from template_pipeline.defs.schedules import hourly_template_health, nightly_template_sync
+from template_pipeline.defs.tags import SITE_TAG, TRIGGER_TAG
+from template_pipeline.domain.sites import write_sites_file
 from template_pipeline.store import db
 from template_pipeline.store.ops_tables import template_alerts, template_site_health
 

@@ -16,22 +16,25 @@ import pytest
 import sqlalchemy as sa
 
 from template_pipeline.apps.simulator import Faults, SimSite, SimulatorServer
-from template_pipeline.defs.assets import ALL_ENTITIES, SITE_TAG
-from template_pipeline.defs.checks import DashboardDatabase
-from template_pipeline.defs.schedules import TRIGGER_TAG
+from template_pipeline.defs.assets import ALL_ENTITIES
+from template_pipeline.defs.partitions import sites_partitions
+from template_pipeline.defs.resources import DashboardDatabase, TemplateClientResource
 from template_pipeline.defs.sensors import (
-    SitesCursor,
-    entities_to_sync,
-    read_site_numbers,
-    stats_numbers,
     template_changes_sensor,
     template_sites_sensor,
     template_webhook_sensor,
 )
-from template_pipeline.domain.sites import Site, sites_partitions, write_sites_file
-from template_pipeline.source.client import TemplateClientResource
+from template_pipeline.defs.sensors.changes import (
+    entities_to_sync,
+    read_site_numbers,
+    stats_numbers,
+)
+from template_pipeline.defs.sensors.sites import SitesCursor
+from template_pipeline.defs.tags import SITE_TAG, TRIGGER_TAG
+from template_pipeline.domain.sites import Site, write_sites_file
 from template_pipeline.store import db
-from template_pipeline.store.ops_tables import ensure_schema, template_webhook_events
+from template_pipeline.store.ops_tables import template_webhook_events
+from template_pipeline.store.schema import ensure_schema
 
 
 @pytest.fixture

@@ -213,7 +213,7 @@ def test_invalid_records_are_exactly_the_listed_ones(entity):
 
 @pytest.mark.parametrize("entity", list(INVALID_KINDS))
 def test_invalid_records_are_what_the_models_reject(entity):
-    from template_pipeline.domain.models import validate_records
+    from template_pipeline.domain.validation import validate_records
 
     site = SimSite(
         key="bad",

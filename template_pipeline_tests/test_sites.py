@@ -4,13 +4,9 @@ configuration error, each naming the site and raised before any HTTP call."""
 import pytest
 import responses
 
-from template_pipeline.domain.sites import (
-    MASKED,
-    SiteConfigError,
-    load_registry,
-    sites_partitions,
-    write_sites_file,
-)
+from template_pipeline.defs.partitions import sites_partitions
+from template_pipeline.domain.sites import SiteConfigError, load_registry, write_sites_file
+from template_pipeline.domain.vocabulary import MASKED
 
 SENTINEL = "sk-SENTINEL-registry-42"
 

@@ -28,7 +28,8 @@ from template_pipeline.apps.webhooks import (
 )
 from template_pipeline.domain.sites import Site, SiteConfigError, SiteRegistry
 from template_pipeline.store import db
-from template_pipeline.store.ops_tables import ensure_schema, template_webhook_events
+from template_pipeline.store.ops_tables import template_webhook_events
+from template_pipeline.store.schema import ensure_schema
 
 SECRET = "whsec-test-0123456789"
 

@@ -15,6 +15,8 @@ import time
 from collections.abc import Sequence
 
 from template_pipeline import __version__
+from template_pipeline.domain import config
+from template_pipeline.domain.entities import NAMES
 from template_pipeline.store import db
 
 EXIT_OK, EXIT_SITE_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -43,44 +45,9 @@ def cmd_sites(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def probe_site(site, client_factory=None) -> tuple[str, float | None, str]:
-    """Probe one site's stats endpoint: (status, latency in seconds, detail)."""
-    from template_pipeline.source.client import (
-        TemplateAuthenticationError,
-        TemplateClient,
-        TemplateConnectionError,
-        TemplateError,
-        TemplateNotFoundError,
-    )
-
-    factory = client_factory or (
-        lambda s: TemplateClient(
-            site=s.key,
-            base_url=s.base_url,
-            api_key=s.api_key,
-            api_key_env=s.api_key_env,
-            max_retries=0,
-            connect_timeout=5.0,
-            read_timeout=15.0,
-        )
-    )
-    start = time.perf_counter()
-    try:
-        with factory(site) as client:
-            latency = client.probe()
-        return "ok", latency, ""
-    except TemplateAuthenticationError as exc:
-        return "auth refused", time.perf_counter() - start, str(exc)
-    except TemplateConnectionError as exc:
-        return "unreachable", None, str(exc)
-    except TemplateNotFoundError as exc:
-        return "not found", time.perf_counter() - start, str(exc)
-    except TemplateError as exc:
-        return "bad response", time.perf_counter() - start, str(exc)
-
-
 def cmd_health(args: argparse.Namespace) -> int:
     from template_pipeline.domain.sites import load_registry
+    from template_pipeline.source.probe import probe_site
 
     registry = load_registry()
     keys = args.site or registry.keys()
@@ -106,7 +73,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     registry = load_registry()
     database_url = db.dashboard_database_url()
-    if not os.environ.get("DAGSTER_HOME"):
+    if not config.DAGSTER_HOME.get():
         raise db.DatabaseConfigError(
             "DAGSTER_HOME is not set: it names the Dagster instance the runs are recorded in "
             "(a folder holding the repo's dagster.yaml)"
@@ -173,7 +140,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     where = (
         "the PostgreSQL of DASHBOARD_DATABASE_URL"
-        if os.environ.get(db.DASHBOARD_DATABASE_URL_ENV, "").strip()
+        if config.DASHBOARD_DATABASE_URL.get()
         else "the embedded PostgreSQL"
     )
     _out(f"demo: starting the Template simulator; tables go to {where} ...")
@@ -203,13 +170,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
             "dagster",
             "dev",
             "-w",
-            str(db.PROJECT_ROOT / "workspace.yaml"),
+            str(config.PROJECT_ROOT / "workspace.yaml"),
             "-h",
             args.host,
             "-p",
             str(args.port),
         ]
-        process = subprocess.Popen(command, env=os.environ.copy(), cwd=db.PROJECT_ROOT)
+        process = subprocess.Popen(command, env=os.environ.copy(), cwd=config.PROJECT_ROOT)
         try:
             return process.wait()
         except KeyboardInterrupt:
@@ -259,8 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--entity",
         action="append",
         metavar="NAME",
-        help="an entity: settings, paintings, users, orders, order_items, exhibitions, "
-        "custom_requests, stats (repeatable; default: all)",
+        help=f"an entity: {', '.join(NAMES)} (repeatable; default: all)",
     )
     p.set_defaults(func=cmd_sync)
 

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from template_pipeline.apps.simulator import SimulatorServer, demo_sites
+from template_pipeline.domain import config
 from template_pipeline.domain.sites import SITES_FILE_ENV, write_sites_file
 from template_pipeline.store import db
+from template_pipeline.store.embedded import start_embedded_postgres
 
-DAGSTER_POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"
+DAGSTER_POSTGRES_URL_ENV = config.DAGSTER_POSTGRES_URL.name
 INSTANCE_DATABASE = "template_dagster"
 # A stable port keeps the demo sites' base URLs (and so the paintings' image_url) identical
 # from one demo run to the next, so that a second sync really has nothing to write.
@@ -47,7 +49,7 @@ class DemoEnvironment:
 def prepare_instance_home(home: Path, dashboard_url: str) -> dict[str, str]:
     """A ``DAGSTER_HOME`` holding the repo's dagster.yaml, storage in PostgreSQL."""
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(db.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(config.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     db.ensure_database(dashboard_url, INSTANCE_DATABASE)
     instance_url = db.dagster_storage_url(db.with_database(dashboard_url, INSTANCE_DATABASE))
     return {"DAGSTER_HOME": str(home), DAGSTER_POSTGRES_URL_ENV: instance_url}
@@ -58,10 +60,10 @@ def demo_environment(
     port: int = DEMO_SIMULATOR_PORT, local_dir: Path | None = None
 ) -> Iterator[DemoEnvironment]:
     """Start what the demo needs and set its variables in ``os.environ`` for the duration."""
-    local_dir = Path(local_dir or db.LOCAL_DIR)
-    dashboard_url = os.environ.get(db.DASHBOARD_DATABASE_URL_ENV, "").strip()
+    local_dir = Path(local_dir or config.local_dir())
+    dashboard_url = config.DASHBOARD_DATABASE_URL.get()
     if not dashboard_url:
-        dashboard_url = db.start_embedded_postgres(local_dir / "pgdata", database="dashboard")
+        dashboard_url = start_embedded_postgres(local_dir / "pgdata", database="dashboard")
 
     simulator = SimulatorServer(demo_sites(), port=port_or_free(port) if port else 0).start()
     try:

@@ -9,7 +9,6 @@ the table the IO manager writes in the same transaction as the data, so it canno
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +16,12 @@ from dataclasses import dataclass, field
 import dagster as dg
 import sqlalchemy as sa
 
-from template_pipeline.defs.assets import ALL_ENTITIES, site_run_tags, template_site_sync_job
-from template_pipeline.domain.sites import SiteConfigError, SiteRegistry, sites_partitions
+from template_pipeline.defs.assets import template_site_sync_job
+from template_pipeline.defs.partitions import sites_partitions
+from template_pipeline.defs.tags import site_run_tags
+from template_pipeline.domain import config
+from template_pipeline.domain import entities as registry
+from template_pipeline.domain.sites import SiteConfigError, SiteRegistry
 from template_pipeline.store import db
 from template_pipeline.store.tables import SYNC_COUNT_COLUMNS, template_sync_runs
 
@@ -67,14 +70,12 @@ def select_sites(registry: SiteRegistry, wanted: Sequence[str] | None) -> list[s
 
 def select_entities(wanted: Sequence[str] | None) -> list[str]:
     if not wanted:
-        return list(ALL_ENTITIES)
-    normalised = [name.replace("-", "_") for name in wanted]
-    unknown = [name for name in normalised if name not in ALL_ENTITIES]
-    if unknown:
-        raise SiteConfigError(
-            f"unknown entity {', '.join(unknown)}; choose among {', '.join(ALL_ENTITIES)}"
-        )
-    return list(dict.fromkeys(normalised))
+        return list(registry.NAMES)
+    try:
+        names = [registry.entity(name).name for name in wanted]
+    except ValueError as exc:
+        raise SiteConfigError(str(exc)) from None
+    return list(dict.fromkeys(names))
 
 
 def _step_errors(result: dg.ExecuteInProcessResult) -> dict[str, str]:
@@ -179,7 +180,7 @@ def instance_from_home() -> dg.DagsterInstance:
     try:
         return dg.DagsterInstance.get()
     except dg.DagsterError as exc:
-        home = os.environ.get("DAGSTER_HOME", "")
+        home = config.DAGSTER_HOME.get() or ""
         raise db.DatabaseConfigError(
             f"cannot load the Dagster instance of DAGSTER_HOME={home}: {_dagster_error_reason(exc)}"
         ) from None

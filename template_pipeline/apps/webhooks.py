@@ -44,7 +44,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -57,17 +57,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from template_pipeline.apps.http_server import BackgroundServer
-from template_pipeline.defs.assets import ALL_ENTITIES, ENDPOINT_SPECS
+from template_pipeline.domain import config
+from template_pipeline.domain.entities import EVENT_ENTITIES, entities_for_events
 from template_pipeline.domain.sites import SLUG_RE, SiteConfigError, SiteRegistry, load_registry
 from template_pipeline.store import db
-from template_pipeline.store.ops_tables import ensure_schema, template_webhook_events
+from template_pipeline.store.ops_tables import template_webhook_events
+from template_pipeline.store.schema import ensure_schema
 
 logger = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhooks/template"
 SIGNATURE_HEADER = "X-Template-Signature"
 DELIVERY_HEADER = "X-Template-Delivery"
-SECRET_ENV_PREFIX = "TEMPLATE_WEBHOOK_SECRET_"
+SECRET_ENV_PREFIX = config.WEBHOOK_SECRETS.name.rstrip("*")
 SIGNATURE_PREFIX = "sha256="
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_HOST = "127.0.0.1"
@@ -77,46 +79,9 @@ REGISTRY_TTL_S = 10.0
 _MAX_TEXT = 200
 
 
-def _singular(entity: str) -> str:
-    return entity[:-1] if entity.endswith("s") else entity
-
-
-def _event_entities() -> dict[str, tuple[str, ...]]:
-    events: dict[str, tuple[str, ...]] = {}
-    for spec in ENDPOINT_SPECS:
-        if spec.kind == "list":
-            for verb in ("created", "updated", "deleted"):
-                events[f"{_singular(spec.entity)}_{verb}"] = (spec.entity,)
-        elif spec.kind == "settings":
-            events[f"{spec.entity}_updated"] = (spec.entity,)
-    return events
-
-
-# event name -> the entities a run must sync for it.
-EVENT_ENTITIES: Mapping[str, tuple[str, ...]] = _event_entities()
-
-
-def entities_for_events(events: Iterable[str]) -> list[str]:
-    """The assets to sync for ``events``, in lineage order.
-
-    ``order_items`` follows ``orders`` (it is derived from them) and ``stats`` is always
-    synced too, so the site's counts match the rows they are checked against. Unknown events
-    contribute nothing.
-    """
-    wanted: set[str] = set()
-    for event in events:
-        wanted.update(EVENT_ENTITIES.get(event, ()))
-    if not wanted:
-        return []
-    if "orders" in wanted:
-        wanted.add("order_items")
-    wanted.add("stats")
-    return [entity for entity in ALL_ENTITIES if entity in wanted]
-
-
 def secret_env_name(site_key: str) -> str:
     """``atelier-marie`` -> ``TEMPLATE_WEBHOOK_SECRET_ATELIER_MARIE``."""
-    return SECRET_ENV_PREFIX + site_key.upper().replace("-", "_")
+    return config.webhook_secret_env(site_key)
 
 
 def sign(secret: str | bytes, body: bytes) -> str:

@@ -1,0 +1,4 @@
+"""The Dagster layer: partitions, resources, assets, the IO manager, checks, schedules, sensors.
+
+Everything Dagster sees is defined here and gathered by :mod:`template_pipeline.definitions`.
+"""

@@ -1,4 +1,4 @@
-"""One asset per export endpoint, partitioned by site, built from one table of endpoint specs.
+"""One asset per export endpoint, partitioned by site, built from the entity registry.
 
 An asset fetches its endpoint page by page, validates each page as it arrives and returns an
 :class:`EntitySnapshot` whose batches the Postgres IO manager streams into the dashboard table in
@@ -10,34 +10,29 @@ import itertools
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
+from template_pipeline.defs.partitions import sites_partitions
+from template_pipeline.defs.resources import TemplateClientResource
+from template_pipeline.defs.tags import GROUP, IO_MANAGER_KEY
 from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
-from template_pipeline.domain.models import (
-    KNOWN_FIELDS,
+from template_pipeline.domain.entities import BY_NAME, ENTITIES, NAMES, Entity
+from template_pipeline.domain.sites import SiteConfigError
+from template_pipeline.domain.validation import (
     explode_order_items,
     validate_records,
     validate_stats,
 )
-from template_pipeline.domain.sites import SiteConfigError, sites_partitions
-from template_pipeline.source.client import (
+from template_pipeline.source import (
     TemplateAuthenticationError,
     TemplateClient,
-    TemplateClientResource,
     TemplateConnectionError,
     TemplateError,
     TemplateNotFoundError,
 )
-
-GROUP = "template"
-IO_MANAGER_KEY = "dashboard_io_manager"
-SITE_TAG = "template/site"
-# Who asked for a run: cli, nightly, sensor names, webhook... (shown in the UI's run list).
-TRIGGER_TAG = "template/trigger"
 
 # Failures the client does not retry itself (5xx and 429 beyond its budget, an unusable answer,
 # a database error in the IO manager) get another chance from Dagster. Configuration errors, a
@@ -50,43 +45,8 @@ STEP_RETRY_POLICY = dg.RetryPolicy(
 )
 
 
-@dataclass(frozen=True)
-class EndpointSpec:
-    """An export endpoint and the asset/table it lands in."""
-
-    entity: str  # asset name; table template_<entity>
-    endpoint: str  # path segment under /api/export/
-    kind: str  # "list" (paginated records), "settings" or "stats"
-    description: str
-
-    @property
-    def table(self) -> str:
-        return f"template_{self.entity}"
-
-
-ENDPOINT_SPECS: tuple[EndpointSpec, ...] = (
-    EndpointSpec(
-        "settings", "settings", "settings", "Site settings (secrets masked upstream, never stored)."
-    ),
-    EndpointSpec(
-        "paintings",
-        "paintings",
-        "list",
-        "Paintings of the site's catalogue, with absolute image URLs.",
-    ),
-    EndpointSpec("users", "users", "list", "Registered users of the site."),
-    EndpointSpec("orders", "orders", "list", "Orders with their items as sent by the site."),
-    EndpointSpec("exhibitions", "exhibitions", "list", "Exhibitions announced on the site."),
-    EndpointSpec(
-        "custom_requests", "custom-requests", "list", "Custom painting requests from visitors."
-    ),
-    EndpointSpec(
-        "stats", "stats", "stats", "The site's own statistics, appended as history on every sync."
-    ),
-)
-SPECS_BY_ENTITY = {spec.entity: spec for spec in ENDPOINT_SPECS}
 # Every asset of this module, in lineage order (order_items is derived from orders).
-ALL_ENTITIES = (*SPECS_BY_ENTITY, "order_items")
+ALL_ENTITIES = NAMES
 
 
 _NON_RETRYABLE_ERRORS = (
@@ -96,7 +56,7 @@ _NON_RETRYABLE_ERRORS = (
     TemplateConnectionError,
 )
 # The counters of template_stats; with revenue, what the stats asset plots in the Dagster UI.
-STATS_COUNTERS = ("paintings", "users", "orders", "exhibitions", "custom_requests")
+STATS_COUNTERS = tuple(e.name for e in ENTITIES if e.counted_by_stats)
 # Other numbers a site's stats document may carry (available_paintings, ...), plotted too.
 _MAX_EXTRA_STATS_METADATA = 20
 # Plain names only: Dagster gives meaning to some metadata keys ("dagster/...").
@@ -129,7 +89,7 @@ def stats_metadata(row: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
             if (
                 not isinstance(name, str)
                 or not _EXTRA_STATS_NAME_RE.match(name)
-                or name in KNOWN_FIELDS["stats"]
+                or name in BY_NAME["stats"].known_fields
                 or name in metadata
                 or isinstance(value, bool)
                 or not isinstance(value, (int, float))
@@ -152,15 +112,15 @@ def _first_then_rest(batches: Iterator[ValidatedBatch]) -> Iterator[ValidatedBat
     return batches if first is None else itertools.chain((first,), batches)
 
 
-def _batches(spec: EndpointSpec, client: TemplateClient) -> Iterator[ValidatedBatch]:
+def _batches(spec: Entity, client: TemplateClient) -> Iterator[ValidatedBatch]:
     try:
         if spec.kind == "list":
             # Pages are fetched ahead in a thread while the previous page is validated and
             # copied into PostgreSQL: network and database time overlap.
             for page in client.iter_pages_prefetched(spec.endpoint):
-                yield validate_records(spec.entity, page, base_url=client.base_url)
+                yield validate_records(spec.name, page, base_url=client.base_url)
         elif spec.kind == "settings":
-            yield validate_records("settings", client.fetch_settings())
+            yield validate_records(spec.name, client.fetch_settings())
         else:
             payload = client.fetch_stats()
             try:
@@ -174,9 +134,9 @@ def _batches(spec: EndpointSpec, client: TemplateClient) -> Iterator[ValidatedBa
         client.close()
 
 
-def build_endpoint_asset(spec: EndpointSpec) -> dg.AssetsDefinition:
+def build_endpoint_asset(spec: Entity) -> dg.AssetsDefinition:
     @dg.asset(
-        name=spec.entity,
+        name=spec.name,
         partitions_def=sites_partitions,
         group_name=GROUP,
         kinds={"python", "postgres"},
@@ -200,14 +160,14 @@ def build_endpoint_asset(spec: EndpointSpec) -> dg.AssetsDefinition:
                 batches = _first_then_rest(_batches(spec, client))
         except _NON_RETRYABLE_ERRORS as exc:
             raise _non_retryable(site, exc) from None
-        return EntitySnapshot(
-            site=site, entity=spec.entity, batches=batches, source=client.base_url
-        )
+        return EntitySnapshot(site=site, entity=spec.name, batches=batches, source=client.base_url)
 
     return _endpoint_asset
 
 
-endpoint_assets: list[dg.AssetsDefinition] = [build_endpoint_asset(s) for s in ENDPOINT_SPECS]
+endpoint_assets: list[dg.AssetsDefinition] = [
+    build_endpoint_asset(entity) for entity in ENTITIES if entity.endpoint is not None
+]
 
 
 @dg.asset(
@@ -233,11 +193,3 @@ template_site_sync_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups(GROUP),
     description="Every asset of one site: the unit of the nightly sync and of sensor requests.",
 )
-
-
-def site_run_tags(site: str, trigger: str | None = None) -> dict[str, str]:
-    """Tags of a site's runs: the run queue allows one run per site value at a time."""
-    tags = {SITE_TAG: site}
-    if trigger:
-        tags[TRIGGER_TAG] = trigger
-    return tags

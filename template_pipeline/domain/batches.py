@@ -14,18 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-# Entity names are the asset names and the suffix of the table names (``template_<entity>``).
-ENTITIES: tuple[str, ...] = (
-    "settings",
-    "paintings",
-    "users",
-    "orders",
-    "order_items",
-    "exhibitions",
-    "custom_requests",
-    "stats",
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Reject:

@@ -1,4 +1,4 @@
-"""The site registry and the dynamic partitions definition of sites.
+"""The site registry: which Template sites exist, where they are, which variable holds each key.
 
 Sites come from the YAML file named by ``TEMPLATE_SITES_FILE``::
 
@@ -10,7 +10,8 @@ Sites come from the YAML file named by ``TEMPLATE_SITES_FILE``::
 
 or, with no sites file, from ``TEMPLATE_BASE_URL`` + ``TEMPLATE_API_KEY`` (one site, the
 single-site setup of the original Dashboard guide). API keys are read from the environment here
-and nowhere else, at run time, so the definitions load without any secret.
+and nowhere else, at run time, so the definitions load without any secret. The sites'
+partitions are defined in :mod:`template_pipeline.defs.partitions`.
 """
 
 from __future__ import annotations
@@ -22,20 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import dagster as dg
 import yaml
 
-# Defined once, imported everywhere (assets, checks, sensors, CLI).
-sites_partitions = dg.DynamicPartitionsDefinition(name="template_sites")
+from template_pipeline.domain import config
+from template_pipeline.domain.vocabulary import MASKED
 
-SITES_FILE_ENV = "TEMPLATE_SITES_FILE"
-BASE_URL_ENV = "TEMPLATE_BASE_URL"
-API_KEY_ENV = "TEMPLATE_API_KEY"
+SITES_FILE_ENV = config.SITES_FILE.name
+BASE_URL_ENV = config.BASE_URL.name
+API_KEY_ENV = config.API_KEY.name
 # The partition key of the single site configured through TEMPLATE_BASE_URL.
-DEFAULT_SITE_KEY_ENV = "TEMPLATE_SITE_KEY"
-DEFAULT_SITE_KEY = "default"
-
-MASKED = "***MASKED***"
+DEFAULT_SITE_KEY_ENV = config.SITE_KEY.name
+DEFAULT_SITE_KEY = config.SITE_KEY.default
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -173,15 +171,15 @@ def load_registry(environ: Mapping[str, str] | None = None) -> SiteRegistry:
     Every configuration error is raised here, before any HTTP call.
     """
     environ = os.environ if environ is None else environ
-    sites_file = environ.get(SITES_FILE_ENV, "").strip()
+    sites_file = config.SITES_FILE.get(environ)
     if sites_file:
         return load_sites_file(sites_file, environ)
-    if not environ.get(BASE_URL_ENV, "").strip():
+    if not config.BASE_URL.get(environ):
         raise SiteConfigError(
             f"no site is configured: set {SITES_FILE_ENV} to a sites file, or "
             f"{BASE_URL_ENV} and {API_KEY_ENV} for a single site"
         )
-    key = environ.get(DEFAULT_SITE_KEY_ENV, "").strip() or DEFAULT_SITE_KEY
+    key = config.SITE_KEY.get(environ) or DEFAULT_SITE_KEY
     entry = {"key": key, "base_url": environ[BASE_URL_ENV], "api_key_env": API_KEY_ENV}
     site = _site_from_entry(0, entry, environ)
     return SiteRegistry(sites=(site,), source=f"{BASE_URL_ENV}/{API_KEY_ENV}")

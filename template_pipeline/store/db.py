@@ -1,27 +1,23 @@
-"""Database URLs and the embedded PostgreSQL used where no server is configured.
+"""Database URLs, engines and connections of the Dashboard's PostgreSQL.
 
 PostgreSQL is the only store. Production and CI name a server in ``DASHBOARD_DATABASE_URL``;
-the demo and the tests on a fresh machine start a private server from the ``pgserver`` wheel
-under ``.local/`` instead (it listens on a Unix socket only, so it never clashes with a port).
+the demo and the tests on a fresh machine start an embedded one (:mod:`.embedded`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Mapping
 from functools import lru_cache
-from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from template_pipeline.domain import config
+
 logger = logging.getLogger(__name__)
 
-DASHBOARD_DATABASE_URL_ENV = "DASHBOARD_DATABASE_URL"
-
-# The repository root: ``.local/`` beside the package holds embedded servers and demo state.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-LOCAL_DIR = Path(os.environ.get("TEMPLATE_PIPELINE_LOCAL_DIR", PROJECT_ROOT / ".local"))
+DASHBOARD_DATABASE_URL_ENV = config.DASHBOARD_DATABASE_URL.name
 
 
 class DatabaseConfigError(RuntimeError):
@@ -64,10 +60,9 @@ def dagster_storage_url(url: str | URL) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def dashboard_database_url(environ: os._Environ | dict | None = None) -> str:
+def dashboard_database_url(environ: Mapping[str, str] | None = None) -> str:
     """The configured dashboard database URL, or a clear error saying what to set."""
-    env = os.environ if environ is None else environ
-    url = env.get(DASHBOARD_DATABASE_URL_ENV, "").strip()
+    url = config.DASHBOARD_DATABASE_URL.get(environ)
     if not url:
         raise DatabaseConfigError(
             f"{DASHBOARD_DATABASE_URL_ENV} is not set: point it at the Dashboard's PostgreSQL "
@@ -87,40 +82,6 @@ def connect(url: str):
     import psycopg
 
     return psycopg.connect(libpq_conninfo(url))
-
-
-# --- embedded PostgreSQL -------------------------------------------------------------------
-
-
-def start_embedded_postgres(pgdata: Path | None = None, database: str = "dashboard") -> str:
-    """Start (or reuse) a private PostgreSQL server under ``.local/`` and return a URL for it.
-
-    The server keeps running after this process exits so that the demo, ``dagster dev`` and
-    repeated test runs share it; ``stop_embedded_postgres`` stops it.
-    """
-    try:
-        import pgserver
-    except ImportError as exc:  # pragma: no cover - pgserver is a declared dependency
-        raise DatabaseConfigError(
-            "no database URL is configured and the embedded PostgreSQL (pgserver) is not "
-            "installed: run `make install` or set " + DASHBOARD_DATABASE_URL_ENV
-        ) from exc
-
-    pgdata = Path(pgdata or LOCAL_DIR / "pgdata")
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None: leave the server running for the next command instead of stopping it
-    # when this interpreter exits.
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
-    ensure_database(server.get_uri(), database)
-    return server.get_uri(database)
-
-
-def stop_embedded_postgres(pgdata: Path | None = None) -> None:
-    import pgserver
-
-    pgdata = Path(pgdata or LOCAL_DIR / "pgdata")
-    if pgdata.exists():
-        pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
 
 
 def ensure_database(server_url: str, database: str) -> None:

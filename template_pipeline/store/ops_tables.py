@@ -1,7 +1,7 @@
 """The operations tables: alerts, webhook events and site health (SQLAlchemy Core).
 
-They are defined on :data:`template_pipeline.store.tables.metadata`, the one schema definition, so
-``tables.create_tables`` creates them with the Dashboard's tables. They are the pipeline's own
+They are defined on :data:`template_pipeline.store.base.metadata`, the one schema definition, so
+the schema bootstrap creates them with the Dashboard's tables. They are the pipeline's own
 bookkeeping, which the Dashboard may read:
 
 * ``template_alerts``: one row per alert sent (failed check, failed run, site down or back up).
@@ -16,16 +16,11 @@ bookkeeping, which the Dashboard may read:
 
 from __future__ import annotations
 
-import threading
-
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from template_pipeline.store.tables import TIMESTAMPTZ, create_tables, metadata
-
-ALERT_SOURCES = ("check", "run", "health")
-ALERT_SEVERITIES = ("INFO", "WARN", "ERROR")
-HEALTH_STATUSES = ("up", "down")
+from template_pipeline.domain.vocabulary import ALERT_SEVERITIES, ALERT_SOURCES, HEALTH_STATUSES
+from template_pipeline.store.base import TIMESTAMPTZ, check_in, metadata
 
 template_alerts = sa.Table(
     "template_alerts",
@@ -47,10 +42,8 @@ template_alerts = sa.Table(
     # Outcome of the HTTP sink: "sent", "failed" or "disabled" (no ALERT_WEBHOOK_URL).
     sa.Column("webhook_status", sa.Text),
     sa.UniqueConstraint("dedupe_key", name="template_alerts_dedupe_key_key"),
-    sa.CheckConstraint("source IN ('check', 'run', 'health')", name="template_alerts_source_check"),
-    sa.CheckConstraint(
-        "severity IN ('INFO', 'WARN', 'ERROR')", name="template_alerts_severity_check"
-    ),
+    check_in("template_alerts", "source", ALERT_SOURCES),
+    check_in("template_alerts", "severity", ALERT_SEVERITIES),
     sa.Index("ix_template_alerts_site_created_at", "site", "created_at"),
     # The open alerts of a check on a site: looked up for every evaluation the sensor reads.
     sa.Index(
@@ -97,25 +90,8 @@ template_site_health = sa.Table(
     sa.Column("detail", sa.Text),
     sa.Column("changed", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("run_id", sa.Text),
-    sa.CheckConstraint("status IN ('up', 'down')", name="template_site_health_status_check"),
+    check_in("template_site_health", "status", HEALTH_STATUSES),
     sa.Index("ix_template_site_health_site_checked_at", "site", "checked_at"),
 )
 
 OPS_TABLES: tuple[sa.Table, ...] = (template_alerts, template_webhook_events, template_site_health)
-
-_ready: set[str] = set()
-_ready_lock = threading.Lock()
-
-
-def ensure_schema(database_url: str) -> None:
-    """Create every missing table of the schema (the ops tables included), once per process.
-
-    ``create_tables`` creates all of ``tables.metadata``; importing this module is what puts the
-    ops tables in it, so calling it from here always covers them.
-    """
-    if database_url in _ready:
-        return
-    with _ready_lock:
-        if database_url not in _ready:
-            create_tables(database_url)
-            _ready.add(database_url)

@@ -22,14 +22,11 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from template_pipeline.store import db
-
-metadata = sa.MetaData()
+from template_pipeline.domain.entities import ENTITIES
+from template_pipeline.domain.vocabulary import SYNC_STATUSES
+from template_pipeline.store.base import MONEY, TIMESTAMPTZ, check_in, metadata
 
 Mode = Literal["merge", "append"]
-
-MONEY = sa.Numeric(12, 2)
-TIMESTAMPTZ = sa.DateTime(timezone=True)
 
 # Leave room in each heap page so that an update of a row can stay on its page (a HOT update:
 # no new index entries), which is most of the work of a re-sync where part of a site changed.
@@ -198,7 +195,6 @@ template_rejects = sa.Table(
     sa.Index("ix_template_rejects_site_entity_rejected_at", "site", "entity", "rejected_at"),
 )
 
-SYNC_STATUSES = ("success", "failed", "refused")
 SYNC_COUNT_COLUMNS = (
     "fetched",
     "valid",
@@ -231,9 +227,7 @@ template_sync_runs = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("started_at", TIMESTAMPTZ, nullable=False),
     sa.Column("finished_at", TIMESTAMPTZ, nullable=False),
-    sa.CheckConstraint(
-        "status IN ('success', 'failed', 'refused')", name="template_sync_runs_status_check"
-    ),
+    check_in("template_sync_runs", "status", SYNC_STATUSES),
     sa.Index("ix_template_sync_runs_site_entity_finished_at", "site", "entity", "finished_at"),
 )
 
@@ -280,59 +274,35 @@ class TableSpec:
         return tuple(c for c in self.data_columns if c not in self.keys)
 
 
-# Never shown in previews: contact details, free text written by customers, setting values
-# (a site may publish a key it should not) and JSON blobs (they may hold anything).
-_NEVER_PREVIEWED = frozenset({"email", "value", "message", "extra", "items", "payload"})
+# Never shown in previews besides each entity's personal fields: setting values (a site may
+# publish a key it should not) and JSON blobs (they may hold anything).
+_NEVER_PREVIEWED = frozenset({"value", "extra", "items", "payload"})
 
 
 def _spec(
-    entity: str,
-    table: sa.Table,
-    keys: tuple[str, ...],
-    mode: Mode = "merge",
-    private: tuple[str, ...] = (),
+    entity_name: str, keys: tuple[str, ...], mode: Mode, personal: tuple[str, ...]
 ) -> TableSpec:
+    table = metadata.tables[f"template_{entity_name}"]
     bookkeeping = MERGE_BOOKKEEPING_COLUMNS if mode == "merge" else APPEND_BOOKKEEPING_COLUMNS
     data_columns = tuple(c.name for c in table.columns if c.name not in bookkeeping)
-    hidden = _NEVER_PREVIEWED | set(private)
+    hidden = _NEVER_PREVIEWED | set(personal)
     preview = tuple(c for c in data_columns if c not in hidden)
-    return TableSpec(entity, table, keys, data_columns, mode, preview)
+    return TableSpec(entity_name, table, keys, data_columns, mode, preview)
 
 
+# Entity -> how it is stored, for every entity of the registry (in its order).
 ENTITY_TABLES: dict[str, TableSpec] = {
-    spec.entity: spec
-    for spec in (
-        _spec("settings", template_settings, ("key",)),
-        _spec("paintings", template_paintings, ("template_id",)),
-        _spec("users", template_users, ("template_id",), private=("name",)),
-        _spec("orders", template_orders, ("template_id",), private=("customer_name",)),
-        _spec("order_items", template_order_items, ("order_id", "line_no")),
-        _spec("exhibitions", template_exhibitions, ("template_id",)),
-        _spec("custom_requests", template_custom_requests, ("template_id",), private=("name",)),
-        _spec("stats", template_stats, (), mode="append"),
+    entity.name: _spec(
+        entity.name, entity.keys, "merge" if entity.merged else "append", entity.personal_fields
     )
+    for entity in ENTITIES
 }
 
-# A fixed 64-bit advisory lock key, so every process creating the schema waits for the first.
-_CREATE_TABLES_LOCK = "template_pipeline:create_tables"
 
-
-def create_tables(engine_or_url: sa.Engine | str) -> None:
-    """Create the tables and indexes that are missing (never alters existing ones).
-
-    Runs in one transaction under a transaction-scoped advisory lock: two processes starting on
-    an empty database at once would otherwise both see a table missing and one would fail on
-    ``CREATE TABLE``.
-    """
-    engine = db.get_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"),
-            {"name": _CREATE_TABLES_LOCK},
-        )
-        metadata.create_all(conn, checkfirst=True)
-
-
-# The operations tables (alerts, webhook events, site health) live on the same metadata; the
-# import comes last because ops_tables imports this module's names.
-from template_pipeline.store import ops_tables  # noqa: E402, F401
+def table_spec(entity: str) -> TableSpec:
+    try:
+        return ENTITY_TABLES[entity]
+    except KeyError:
+        raise ValueError(
+            f"unknown entity {entity!r}: expected one of {', '.join(ENTITY_TABLES)}"
+        ) from None

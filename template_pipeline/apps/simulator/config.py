@@ -1,21 +1,18 @@
 """What a simulated Template site is: its size, its envelope, its faults.
 
-This module (and the whole simulator) deliberately does not import Dagster or
-``template_pipeline.domain.sites``: the simulator also runs standalone
-(``template-pipeline simulate``, benchmarks) where a one-second Dagster import would be pure
-overhead. The two constants shared
-with the site registry are repeated here and a test keeps them equal.
+The simulator deliberately imports nothing of the project but its domain layer (no Dagster, no
+client): it also runs standalone (``template-pipeline simulate``, benchmarks) where a one-second
+Dagster import would be pure overhead. Its endpoints are its own table, not the entity
+registry's: it stands for the sites, which the pipeline does not define.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-# Same pattern as template_pipeline.domain.sites.SLUG_RE: a simulated site's key is a partition key.
-SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-# Same literal as template_pipeline.domain.sites.MASKED: how Template exports secret settings.
-MASKED = "***MASKED***"
+# A simulated site's key is a partition key; MASKED is how Template exports secret settings.
+from template_pipeline.domain.sites import SLUG_RE
+from template_pipeline.domain.vocabulary import MASKED
 
 ENVELOPES = ("success", "named")
 

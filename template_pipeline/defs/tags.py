@@ -1,0 +1,18 @@
+"""The group, keys and run tags the Dagster definitions share."""
+
+from __future__ import annotations
+
+GROUP = "template"
+IO_MANAGER_KEY = "dashboard_io_manager"
+# The site a run syncs: the run queue allows one run per value at a time (dagster.yaml).
+SITE_TAG = "template/site"
+# Who asked for a run: cli, nightly, sensor names, webhook... (shown in the UI's run list).
+TRIGGER_TAG = "template/trigger"
+
+
+def site_run_tags(site: str, trigger: str | None = None) -> dict[str, str]:
+    """Tags of a site's runs: the run queue allows one run per site value at a time."""
+    tags = {SITE_TAG: site}
+    if trigger:
+        tags[TRIGGER_TAG] = trigger
+    return tags

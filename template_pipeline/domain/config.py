@@ -1,0 +1,178 @@
+"""Every environment variable the project reads, in one place: its default and whether it is secret.
+
+Code reads the environment through :func:`value` (or the ``Variable`` objects below), never with
+``os.environ`` lookups of its own, so this table is the whole configuration surface: the README's
+configuration table and the tests' environment reset are checked against it.
+
+Two families are named by pattern, because their names depend on the sites: the per-site API key
+variables (``api_key_env`` in the sites file) and ``TEMPLATE_WEBHOOK_SECRET_<KEY>``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+# Who reads a variable: the pipeline at run time, the deployment scripts, or the test suite.
+Scope = Literal["runtime", "deploy", "tests"]
+
+# The repository root: ``.local/`` beside the package holds embedded servers and demo state.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable (or, with a ``*`` in ``name``, a family of them)."""
+
+    name: str
+    default: str | None
+    secret: bool
+    scope: Scope
+    meaning: str
+
+    # Tests start without it (the developer's own value would leak into them).
+    reset_in_tests: bool = True
+
+    @property
+    def is_family(self) -> bool:
+        return "*" in self.name or self.name.startswith("<")
+
+    def get(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The variable's value, stripped, or its default when unset or blank."""
+        if self.is_family:
+            raise TypeError(f"{self.name} names a family of variables, not one variable")
+        env = os.environ if environ is None else environ
+        raw = env.get(self.name, "").strip()
+        return raw or self.default
+
+
+def _var(
+    name: str,
+    default: str | None,
+    meaning: str,
+    *,
+    secret: bool = False,
+    scope: Scope = "runtime",
+    reset_in_tests: bool = True,
+) -> Variable:
+    return Variable(name, default, secret, scope, meaning, reset_in_tests and scope == "runtime")
+
+
+SITES_FILE = _var(
+    "TEMPLATE_SITES_FILE",
+    None,
+    "YAML site registry; without it one site comes from TEMPLATE_BASE_URL + TEMPLATE_API_KEY",
+)
+BASE_URL = _var(
+    "TEMPLATE_BASE_URL", None, "base URL of the one Template site of the single-site setup"
+)
+API_KEY = _var("TEMPLATE_API_KEY", None, "export API key of that site", secret=True)
+SITE_KEY = _var("TEMPLATE_SITE_KEY", "default", "partition key of that site")
+SITE_API_KEYS = _var(
+    "<api_key_env of each site>",
+    None,
+    "each site's export API key, in the variable its api_key_env names",
+    secret=True,
+)
+DASHBOARD_DATABASE_URL = _var(
+    "DASHBOARD_DATABASE_URL", None, "SQLAlchemy URL of the Dashboard's PostgreSQL", secret=True
+)
+DAGSTER_HOME = _var(
+    "DAGSTER_HOME",
+    None,
+    "folder holding the repo's dagster.yaml (the Dagster instance)",
+    scope="deploy",
+)
+DAGSTER_POSTGRES_URL = _var(
+    "DAGSTER_POSTGRES_URL",
+    None,
+    "PostgreSQL URL of the Dagster instance's storage (read by dagster.yaml)",
+    secret=True,
+    scope="deploy",
+)
+ALERT_WEBHOOK_URL = _var(
+    "ALERT_WEBHOOK_URL", None, "Slack-compatible incoming webhook for alerts", secret=True
+)
+ALERT_MIN_SEVERITY = _var(
+    "ALERT_MIN_SEVERITY", "WARN", "WARN or ERROR: failed checks below it are not alerted"
+)
+MAX_REJECT_RATE = _var(
+    "TEMPLATE_MAX_REJECT_RATE", "0.05", "reject share above which reject_rate is an ERROR"
+)
+MIN_REJECTS_FOR_ERROR = _var(
+    "TEMPLATE_MIN_REJECTS_FOR_ERROR", "3", "fewer rejected records stay a WARN"
+)
+FRESHNESS_HOURS = _var(
+    "TEMPLATE_FRESHNESS_HOURS", "26", "freshness window of the freshness checks, in hours"
+)
+WEBHOOK_SECRETS = _var(
+    "TEMPLATE_WEBHOOK_SECRET_*",
+    None,
+    "per-site HMAC secret of the webhook intake (key upper-cased, '-' as '_')",
+    secret=True,
+)
+LOCAL_DIR = _var(
+    "TEMPLATE_PIPELINE_LOCAL_DIR",
+    None,
+    "where the embedded PostgreSQL and the demo state live (default .local/)",
+    reset_in_tests=False,
+)
+TEST_DATABASE_URL = _var(
+    "TEMPLATE_PIPELINE_TEST_DATABASE_URL",
+    None,
+    "a PostgreSQL server for the tests (unset: the embedded server)",
+    scope="tests",
+)
+BENCH_DATABASE_URL = _var(
+    "TEMPLATE_PIPELINE_BENCH_DATABASE_URL",
+    None,
+    "a PostgreSQL server for the benchmarks (else DASHBOARD_DATABASE_URL's server, else the "
+    "embedded one)",
+    scope="tests",
+)
+REQUESTS_CA_BUNDLE = _var(
+    "REQUESTS_CA_BUNDLE",
+    None,
+    "CA bundle for HTTPS to the sites (CURL_CA_BUNDLE is read too)",
+    reset_in_tests=False,
+)
+CURL_CA_BUNDLE = _var(
+    "CURL_CA_BUNDLE", None, "CA bundle, when REQUESTS_CA_BUNDLE is unset", reset_in_tests=False
+)
+
+VARIABLES: tuple[Variable, ...] = tuple(
+    v for v in list(globals().values()) if isinstance(v, Variable)
+)
+
+
+def value(variable: Variable, environ: Mapping[str, str] | None = None) -> str | None:
+    """``variable``'s value (stripped) or its default."""
+    return variable.get(environ)
+
+
+def number(variable: Variable, environ: Mapping[str, str] | None = None) -> float:
+    """``variable`` as a number; a clear error naming it when it is not one."""
+    raw = variable.get(environ)
+    try:
+        return float(raw) if raw is not None else float("nan")
+    except ValueError:
+        raise ValueError(f"{variable.name} must be a number, got {raw!r}") from None
+
+
+def local_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the embedded PostgreSQL and the demo state live."""
+    raw = LOCAL_DIR.get(environ)
+    return Path(raw) if raw else PROJECT_ROOT / ".local"
+
+
+def webhook_secret_env(site_key: str) -> str:
+    """``atelier-marie`` -> ``TEMPLATE_WEBHOOK_SECRET_ATELIER_MARIE``."""
+    return WEBHOOK_SECRETS.name.replace("*", site_key.upper().replace("-", "_"))
+
+
+def reset_in_tests() -> tuple[str, ...]:
+    """The variables a test must not inherit from the developer's shell (runtime ones)."""
+    return tuple(v.name for v in VARIABLES if v.reset_in_tests and not v.is_family)

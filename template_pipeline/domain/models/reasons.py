@@ -1,0 +1,171 @@
+"""Reject reasons: short, storable descriptions of what is wrong with a record, naming the field.
+
+Also what keeps a rejected record itself storable: text PostgreSQL refuses (NUL characters,
+lone UTF-16 surrogates) is found here and shown as U+FFFD in the quarantined payload.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+_NUL = "\x00"
+_UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
+_MAX_REASON_PARTS = 5
+_MAX_SHOWN_CHARS = 40
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _MAX_SHOWN_CHARS else text[:_MAX_SHOWN_CHARS] + "..."
+
+
+def show(value: Any) -> str:
+    """A short, storable rendering of an offending value for a reject reason."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, Decimal)):
+        return _shorten(str(value))
+    if isinstance(value, str):
+        # repr() escapes NUL and surrogates: the reason stays storable.
+        return repr(_shorten(value))
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
+def _where(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "record"
+
+
+_TYPE_MESSAGES: dict[str, str] = {
+    "missing": "required (missing)",
+    "string_too_short": "required (empty)",
+    "string_type": "must be a string (got {got})",
+    "int_parsing": "not an integer (got {got})",
+    "int_type": "not an integer (got {got})",
+    "int_from_float": "not an integer (got {got})",
+    "int_parsing_size": "not an integer (got {got})",
+    "decimal_parsing": "not a number (got {got})",
+    "decimal_type": "not a number (got {got})",
+    "finite_number": "must be a finite number (got {got})",
+    "greater_than_equal": "must be >= {ge} (got {got})",
+    "less_than_equal": "must be <= {le} (got {got})",
+    "datetime_parsing": "not a valid date and time (got {got})",
+    "datetime_from_date_parsing": "not a valid date and time (got {got})",
+    "datetime_type": "not a valid date and time (got {got})",
+    "datetime_object_invalid": "not a valid date and time (got {got})",
+    "date_parsing": "not a valid date (got {got})",
+    "date_from_datetime_parsing": "not a valid date (got {got})",
+    "date_from_datetime_inexact": "not a valid date (got {got})",
+    "date_type": "not a valid date (got {got})",
+    "list_type": "must be a list (got {got})",
+    # pydantic's own check of str fields; the same words as _text_problem's, so they merge.
+    "string_unicode": "contains invalid Unicode (a lone surrogate)",
+    "model_type": "must be a JSON object (got {got})",
+    "model_attributes_type": "must be a JSON object (got {got})",
+    "dict_type": "must be a JSON object (got {got})",
+}
+
+
+# Errors about the shape of a value, whose own message is clearer than "required".
+_SHAPE_ERRORS = frozenset(
+    {"missing", "model_type", "model_attributes_type", "dict_type", "list_type"}
+)
+
+
+def error_parts(errors: Iterable[Mapping[str, Any]]) -> list[str]:
+    parts: list[str] = []
+    for err in errors:
+        where = _where(err["loc"])
+        value = err.get("input")
+        kind = err["type"]
+        if kind not in _SHAPE_ERRORS and (
+            value is None or (isinstance(value, str) and not value.strip())
+        ):
+            # A required field sent as null or "" (optional ones become None before this).
+            message = "required (null)" if value is None else "required (empty)"
+        elif kind in _TYPE_MESSAGES:
+            ctx = err.get("ctx") or {}
+            message = _TYPE_MESSAGES[kind].format(got=show(value), **ctx)
+        else:
+            # Our own PydanticCustomErrors carry a finished message.
+            message = err["msg"]
+        part = f"{where}: {message}"
+        if part not in parts:
+            parts.append(part)
+    return parts
+
+
+def join_reasons(parts: list[str]) -> str:
+    if len(parts) > _MAX_REASON_PARTS:
+        more = len(parts) - _MAX_REASON_PARTS
+        parts = [*parts[:_MAX_REASON_PARTS], f"... and {more} more"]
+    return "; ".join(parts)
+
+
+def clean_text(text: str) -> str:
+    """``text`` with what PostgreSQL cannot store replaced by U+FFFD."""
+    return _UNSTORABLE_RE.sub("\ufffd", text)
+
+
+def _text_problem(text: str) -> str | None:
+    if _UNSTORABLE_RE.search(text) is None:
+        return None
+    if _NUL in text:
+        return "contains a NUL character"
+    return "contains invalid Unicode (a lone surrogate)"
+
+
+def unstorable_parts(value: Any, where: str = "") -> Iterator[str]:
+    """Where text PostgreSQL cannot store occurs, in keys or string values, at any depth."""
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        if problem:
+            yield f"{where or 'record'}: {problem}"
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            name = str(key)
+            problem = _text_problem(name)
+            if problem:
+                yield f"field {show(name)}: name {problem}"
+                name = clean_text(name)
+            yield from unstorable_parts(item, f"{where}.{name}" if where else name)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from unstorable_parts(item, f"{where}[{index}]")
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-compatible, storable copy of a raw record for ``Reject.payload``."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        # NaN and infinities are not JSON.
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, Mapping):
+        return {clean_text(str(k)): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return clean_text(str(value))
+
+
+def record_id(raw: Mapping[str, Any], id_field: str) -> str | None:
+    value = raw.get(id_field)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    text = clean_text(str(value).strip())
+    return text or None

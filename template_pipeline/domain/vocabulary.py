@@ -1,0 +1,41 @@
+"""The closed vocabularies of the project, each defined once.
+
+The ``Literal`` types are what the code is typed with; the tuples derived from them are what the
+tables' CHECK constraints, the CLI and the alerts use, so a new status is added in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# The literal the Template API sends in place of a secret setting: never stored as a value.
+MASKED = "***MASKED***"
+
+# template_sync_runs.status: what one (site, entity) sync attempt became. A 'failed' or
+# 'refused' sync wrote nothing.
+SyncStatus = Literal["success", "failed", "refused"]
+SYNC_STATUSES: tuple[str, ...] = get_args(SyncStatus)
+
+# template_alerts
+AlertSource = Literal["check", "run", "health"]
+ALERT_SOURCES: tuple[str, ...] = get_args(AlertSource)
+Severity = Literal["INFO", "WARN", "ERROR"]
+ALERT_SEVERITIES: tuple[str, ...] = get_args(Severity)  # in increasing order of gravity
+WebhookStatus = Literal["sent", "failed", "disabled"]
+
+# template_site_health
+HealthStatus = Literal["up", "down"]
+HEALTH_STATUSES: tuple[str, ...] = get_args(HealthStatus)
+# What a probe of a site's export API found ("probe failed": the probe itself crashed).
+ProbeOutcome = Literal[
+    "ok", "auth refused", "unreachable", "not found", "bad response", "probe failed"
+]
+PROBE_OUTCOMES: tuple[str, ...] = get_args(ProbeOutcome)
+
+
+def sql_in(column: str, values: tuple[str, ...]) -> str:
+    """``column IN ('a', 'b')`` for a CHECK constraint over a vocabulary (values are constants)."""
+    for item in values:
+        if "'" in item:
+            raise ValueError(f"vocabulary value {item!r} cannot be quoted in a constraint")
+    return f"{column} IN ({', '.join(repr(item) for item in values)})"

@@ -1,0 +1,172 @@
+"""Pagination: a lazy generator of pages that ends only on an empty page, and its prefetcher.
+
+The offset advances by the number of records received, because servers cap page sizes below the
+``limit`` asked for; only an empty page ends the listing. A page that repeats the previous one
+(a server that ignores ``offset``) and a listing longer than the page cap fail loudly instead of
+looping forever. :func:`prefetched` reads ahead in a background thread so that the network
+overlaps with the consumer's validation and database work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from template_pipeline.source.errors import TemplatePaginationError, TemplateResponseError
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    _orjson = None
+
+logger = logging.getLogger(__name__)
+
+Page = list[dict[str, Any]]
+
+_PREFETCH_DONE = object()
+# How often a blocked prefetch thread or consumer looks at the stop flag / the thread's health.
+_PREFETCH_POLL = 0.05
+
+
+def _fingerprint(records: list[Any]) -> str:
+    if _orjson is not None:
+        try:
+            encoded = _orjson.dumps(records)
+        except TypeError:  # integers beyond 64 bits, which only json produced
+            encoded = json.dumps(records, default=str).encode()
+    else:
+        encoded = json.dumps(records, default=str).encode()
+    return hashlib.blake2b(encoded, digest_size=16).hexdigest()
+
+
+def page_identity(records: list[Any]) -> tuple[int, str]:
+    """What the repeat check compares: a page's length and its first and last records.
+
+    A server that ignores ``offset`` serves the very same page again, and this catches it;
+    hashing every record of every page instead cost about a tenth of the client's time on a
+    large site. Two consecutive pages of a real listing never start and end with the same
+    records (and a page of identical records repeats either way).
+    """
+    return len(records), _fingerprint([records[0], records[-1]])
+
+
+def iter_pages(
+    fetch_page: Callable[[int], Page], *, site: str, endpoint: str, max_pages: int
+) -> Iterator[Page]:
+    """Pages from ``fetch_page(offset)`` until an empty one (one request per ``next()``)."""
+    offset = 0
+    pages = 0
+    previous: tuple[int, str] | None = None
+    while True:
+        records = fetch_page(offset)
+        if not records:
+            logger.debug(
+                "site %r, endpoint %r: end after %d page(s), %d record(s)",
+                site,
+                endpoint,
+                pages,
+                offset,
+            )
+            return
+        pages += 1
+        if pages > max_pages:
+            raise TemplatePaginationError(
+                f"more than {max_pages} pages (max_pages) at offset {offset}; "
+                "stopping instead of paging without end (raise max_pages if the site "
+                "really is that large)",
+                site=site,
+                endpoint=endpoint,
+            )
+        fingerprint = page_identity(records)
+        if fingerprint == previous:
+            raise TemplatePaginationError(
+                f"the page at offset {offset} repeats the previous page "
+                f"({len(records)} records): the server ignores offset, so reading on "
+                "would loop forever or duplicate records",
+                site=site,
+                endpoint=endpoint,
+            )
+        previous = fingerprint
+        yield records
+        offset += len(records)
+
+
+class _PrefetchError:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetched(
+    pages: Callable[[], Iterator[Page]], depth: int, *, site: str, endpoint: str
+) -> Iterator[Page]:
+    """The pages of ``pages()``, fetched up to ``depth`` ahead in a background thread.
+
+    Errors reach the consumer at the position where they happened. Closing the iterator (or
+    dropping it) stops the thread once its request in flight, if any, returns. A generator:
+    nothing starts until the first ``next()``, and its ``finally`` runs on ``close()`` or garbage
+    collection, which is what stops the thread.
+    """
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=_PREFETCH_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        source = pages()
+        try:
+            for page in source:
+                if not put(page):
+                    return
+            put(_PREFETCH_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(_PrefetchError(exc))
+        finally:
+            source.close()
+
+    thread = threading.Thread(
+        target=produce, name=f"template-prefetch-{site}-{endpoint}", daemon=True
+    )
+    thread.start()
+    try:
+        while True:
+            try:
+                item = buffer.get(timeout=_PREFETCH_POLL)
+            except queue.Empty:
+                if not thread.is_alive() and buffer.empty():
+                    raise TemplateResponseError(
+                        "the prefetch thread ended without a result", site=site, endpoint=endpoint
+                    ) from None
+                continue
+            if item is _PREFETCH_DONE:
+                return
+            if isinstance(item, _PrefetchError):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        # Free a producer blocked on a full queue, then wait for it; a request in flight is
+        # bounded by the read timeout, so do not hold the consumer for that long.
+        while True:
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                break
+        thread.join(timeout=1.0)
+        if thread.is_alive():
+            logger.debug(
+                "site %r, endpoint %r: prefetch thread still finishing a request", site, endpoint
+            )

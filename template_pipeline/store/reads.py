@@ -1,0 +1,75 @@
+"""Reading a site's live rows back (downstream assets, checks, the CLI), with or without pandas."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+
+from template_pipeline.domain.batches import gc_paused
+from template_pipeline.store import db
+from template_pipeline.store.idents import idents
+from template_pipeline.store.tables import table_spec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def read_live_rows(
+    database_url: str,
+    entity: str,
+    site: str,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The site's live rows of ``entity`` (all history rows for append-only ``stats``).
+
+    Returns an empty frame with the requested columns when the table does not exist yet.
+    """
+    # pandas costs about a second of CPU to import: only the callers that want a frame pay it.
+    import pandas as pd
+
+    names, rows = _select_live_rows(database_url, entity, site, columns)
+    with gc_paused():
+        return pd.DataFrame.from_records(rows, columns=names)
+
+
+def read_live_columns(
+    database_url: str,
+    entity: str,
+    site: str,
+    columns: Sequence[str] | None = None,
+) -> dict[str, list[Any]]:
+    """:func:`read_live_rows` as ``{column: [values]}``, in the same order, without pandas.
+
+    ``result["template_id"]`` reads like a frame's column; a table that does not exist yet gives
+    empty lists.
+    """
+    names, rows = _select_live_rows(database_url, entity, site, columns)
+    if not rows:
+        return {name: [] for name in names}
+    values = zip(*rows, strict=True)  # rows to columns
+    return {name: list(column) for name, column in zip(names, values, strict=True)}
+
+
+def _select_live_rows(
+    database_url: str, entity: str, site: str, columns: Sequence[str] | None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    spec = table_spec(entity)
+    table = spec.table
+    names = list(columns) if columns else [c.name for c in table.columns]
+    unknown = [name for name in names if name not in table.c]
+    if unknown:
+        raise ValueError(f"{spec.name} has no column(s) {', '.join(unknown)}")
+    order = spec.keys if spec.mode == "merge" else ("fetched_at", "id")
+    query = sql.SQL("SELECT {cols} FROM {table} WHERE site = %s{live} ORDER BY {order}").format(
+        cols=idents(names),
+        table=sql.Identifier(spec.name),
+        live=sql.SQL(" AND deleted_at IS NULL" if spec.mode == "merge" else ""),
+        order=idents(order),
+    )
+    with db.connect(database_url) as conn, gc_paused():
+        exists = conn.execute("SELECT to_regclass(%s)", (spec.name,)).fetchone()
+        if exists is None or exists[0] is None:
+            return names, []
+        return names, conn.execute(query, (site,)).fetchall()

@@ -1,0 +1,180 @@
+"""Staging: a snapshot's batches streamed with COPY into a temporary table, rejects beside it.
+
+The staging table has the target's column types (numeric scale included), so what the merge
+compares is exactly what would be stored; it is dropped at commit or rollback.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
+
+from template_pipeline.domain.batches import EntitySnapshot, Reject
+from template_pipeline.store.idents import idents, json_text
+from template_pipeline.store.results import SnapshotContractError, SyncResult
+from template_pipeline.store.tables import TableSpec, template_rejects
+
+PREVIEW_ROWS = 5
+STAGE = sql.Identifier("template_stage")
+ORD = "ord"
+ORD_ID = sql.Identifier(ORD)
+# Rejects wait in memory until this many are pending (see load_stage).
+_REJECT_BUFFER = 5000
+
+
+def create_stage(cur: psycopg.Cursor, spec: TableSpec) -> None:
+    """The session's staging table for ``spec``: its data columns and an ordinal."""
+    # Keep a big site's staging table in memory (it is read by several statements); this must
+    # be set before the session's first use of a temporary table, hence session-level on the
+    # connection the write owns and closes.
+    cur.execute("SET temp_buffers = '128MB'")
+    # Room for the hash joins between staging and target (the default 4MB spills to disk).
+    cur.execute("SET LOCAL work_mem = '64MB'")
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
+            "SELECT {cols}, 0::bigint AS {ord} FROM {table} WITH NO DATA"
+        ).format(
+            stage=STAGE,
+            cols=idents(spec.data_columns),
+            ord=ORD_ID,
+            table=sql.Identifier(spec.name),
+        )
+    )
+
+
+def drop_superseded(cur: psycopg.Cursor, losers: Sequence[int]) -> int:
+    """Delete the staged rows a later row with the same key supersedes; how many went."""
+    if not losers:
+        return 0
+    cur.execute(
+        sql.SQL("DELETE FROM {stage} WHERE {ord} = ANY(%s)").format(stage=STAGE, ord=ORD_ID),
+        (list(losers),),
+    )
+    return cur.rowcount
+
+
+def load_stage(
+    cur: psycopg.Cursor,
+    spec: TableSpec,
+    snapshot: EntitySnapshot,
+    result: SyncResult,
+    run_id: str,
+) -> list[int]:
+    """COPY the snapshot's rows into the staging table as the batches arrive.
+
+    One COPY stays open across batches, fed through a queued writer: formatting rows here
+    overlaps with the server parsing them, instead of each page waiting for the previous one.
+    Rejects are buffered and written between two COPYs (a connection runs one COPY at a time),
+    at the end or whenever ``_REJECT_BUFFER`` of them are waiting, which bounds the memory.
+
+    Returns the ordinals of the staged rows that a later row with the same key supersedes.
+    Duplicates are found here, from a dict of key -> last ordinal (about 100 bytes per key,
+    never the rows themselves), because a self-join of the staging table to find them costs
+    more than the rest of an unchanged re-sync.
+    """
+    site = snapshot.site
+    columns = spec.data_columns
+    expected = frozenset(columns)
+    row_values = operator.itemgetter(*columns)
+    key_of = operator.itemgetter(*spec.keys) if spec.keys else None
+    composite_key = len(spec.keys) > 1
+    missing_key = f"missing key column(s): {', '.join(spec.keys)}"
+    json_positions = [i for i, c in enumerate(columns) if c in spec.json_columns]
+    preview_columns = spec.preview_columns
+    copy_stage = sql.SQL("COPY {stage} ({cols}) FROM STDIN").format(
+        stage=STAGE, cols=idents((*columns, ORD))
+    )
+    last_seen: dict[Any, int] = {}
+    losers: list[int] = []
+    new_fields: set[str] = set()
+    rejects: list[Reject] = []
+    ordinal = 0
+    batches = iter(snapshot.batches)
+    exhausted = False
+    while not exhausted:
+        exhausted = True
+        with cur.copy(copy_stage, writer=QueuedLibpqWriter(cur)) as copy:
+            write_row = copy.write_row
+            for batch in batches:
+                result.fetched += batch.fetched
+                new_fields.update(batch.new_fields)
+                rejects.extend(batch.rejects)
+                if batch.rows:
+                    check_columns(batch.rows[0], expected, spec, site)
+                for row in batch.rows:
+                    try:
+                        values = list(row_values(row))
+                        key = key_of(row) if key_of is not None else None
+                    except KeyError:
+                        check_columns(row, expected, spec, site)
+                        raise
+                    if key_of is not None and (key is None or (composite_key and None in key)):
+                        # A record without its key cannot be merged: quarantine it.
+                        rejects.append(Reject(None, missing_key, row))
+                        continue
+                    for i in json_positions:
+                        if values[i] is not None:
+                            values[i] = json_text(values[i])
+                    ordinal += 1
+                    values.append(ordinal)
+                    write_row(values)
+                    if key_of is not None:
+                        previous = last_seen.get(key)
+                        last_seen[key] = ordinal
+                        if previous is not None:
+                            losers.append(previous)
+                    if len(result.preview) < PREVIEW_ROWS:
+                        result.preview.append({c: plain(row[c]) for c in preview_columns})
+                if len(rejects) >= _REJECT_BUFFER:
+                    exhausted = False
+                    break
+        if rejects:
+            _copy_rejects(cur, spec.entity, site, run_id, rejects)
+            result.rejected += len(rejects)
+            rejects.clear()
+    result.valid = ordinal
+    result.new_fields = sorted(new_fields)
+    return losers
+
+
+def check_columns(
+    row: Mapping[str, Any], expected: frozenset[str], spec: TableSpec, site: str
+) -> None:
+    keys = frozenset(row)
+    if keys != expected:
+        missing = ", ".join(sorted(expected - keys)) or "none"
+        unexpected = ", ".join(sorted(keys - expected)) or "none"
+        raise SnapshotContractError(
+            f"{spec.entity} of site {site!r}: a row does not match the columns of {spec.name} "
+            f"(missing: {missing}; unexpected: {unexpected})"
+        )
+
+
+_REJECT_COLUMNS = ("site", "entity", "template_id", "reason", "payload", "run_id")
+
+
+def _copy_rejects(
+    cur: psycopg.Cursor, entity: str, site: str, run_id: str, rejects: Sequence[Reject]
+) -> None:
+    statement = sql.SQL("COPY {table} ({cols}) FROM STDIN").format(
+        table=sql.Identifier(template_rejects.name), cols=idents(_REJECT_COLUMNS)
+    )
+    with cur.copy(statement) as copy:
+        for reject in rejects:
+            template_id = None if reject.template_id is None else str(reject.template_id)
+            copy.write_row(
+                (site, entity, template_id, reject.reason, json_text(reject.payload), run_id)
+            )
+
+
+def plain(value: Any) -> Any:
+    """A preview value as JSON-friendly data (Decimal and dates as text)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

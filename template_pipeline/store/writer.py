@@ -1,0 +1,241 @@
+"""Writing one site's snapshot of one entity, atomically, on one psycopg 3 connection.
+
+1. the snapshot's batches are streamed (while the asset is still fetching pages) into a
+   temporary staging table with ``COPY``; rejects go to ``template_rejects`` the same way
+   (:mod:`.staging`);
+2. a transaction-scoped advisory lock on ``(table, site)`` serialises writers of one site;
+3. duplicate keys in the payload are resolved to their last occurrence;
+4. the merge writes only what changed, behind the mass-delete guard (:mod:`.merge`);
+5. a ``template_sync_runs`` row records the outcome, in the same transaction on success and in
+   a separate one when the sync failed or was refused (after the rollback, so the table is
+   exactly as it was before).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+
+import psycopg
+from psycopg import sql
+
+from template_pipeline.domain.batches import EntitySnapshot, gc_paused
+from template_pipeline.store import db
+from template_pipeline.store.idents import idents, json_text
+from template_pipeline.store.locks import site_table_lock
+from template_pipeline.store.merge import append_history, merge_stage
+from template_pipeline.store.results import Log, MassDeleteRefusedError, SyncResult
+from template_pipeline.store.schema import ensure_schema
+from template_pipeline.store.staging import create_stage, drop_superseded, load_stage
+from template_pipeline.store.tables import (
+    SYNC_COUNT_COLUMNS,
+    TableSpec,
+    table_spec,
+    template_sync_runs,
+)
+
+logger = logging.getLogger(__name__)
+
+# Enough of an error for an operator to act on; a traceback belongs in the Dagster run logs.
+_MAX_ERROR_CHARS = 2000
+
+
+def write_snapshot(
+    database_url: str,
+    snapshot: EntitySnapshot,
+    *,
+    run_id: str,
+    max_delete_fraction: float = 0.5,
+    min_rows_for_guard: int = 10,
+    log: Log | None = None,
+) -> SyncResult:
+    """Write ``snapshot`` (one site, one entity) atomically and return what changed.
+
+    The guard: a snapshot that would soft-delete more than ``max_delete_fraction`` of the site's
+    live rows is refused when the site has at least ``min_rows_for_guard`` live rows. Whatever the
+    site's size, a snapshot with no valid row never empties a site that has live rows (a site
+    answering ``[]`` is far more often broken than emptied). ``max_delete_fraction >= 1``
+    disables both rules.
+
+    Raises :class:`MassDeleteRefusedError` when refused; any error rolls the transaction back
+    (the table, the staging rows and this run's rejects disappear together), is recorded in
+    ``template_sync_runs`` and re-raised.
+    """
+    spec = table_spec(snapshot.entity)
+    if max_delete_fraction < 0:
+        raise ValueError(f"max_delete_fraction must be >= 0, not {max_delete_fraction}")
+    if min_rows_for_guard < 0:
+        raise ValueError(f"min_rows_for_guard must be >= 0, not {min_rows_for_guard}")
+    log = log or logger
+    result = SyncResult(
+        site=snapshot.site,
+        entity=snapshot.entity,
+        status="success",
+        started_at=datetime.now(timezone.utc),
+        table=spec.name,
+        run_id=run_id,
+    )
+    clock = time.perf_counter()
+    ensure_schema(database_url)
+
+    with db.connect(database_url) as conn:
+        try:
+            with gc_paused():
+                _write(
+                    conn, spec, snapshot, result, run_id, max_delete_fraction, min_rows_for_guard
+                )
+            _finish(result, clock)
+            _insert_sync_run(conn, result, error=None)
+            conn.commit()
+        except MassDeleteRefusedError as exc:
+            _record_outcome(conn, database_url, result, "refused", exc, clock, log)
+            raise
+        except Exception as exc:
+            _record_outcome(conn, database_url, result, "failed", exc, clock, log)
+            raise
+        except BaseException:
+            # An interrupted run (Dagster termination, Ctrl-C): leave the table as it was.
+            _rollback_quietly(conn)
+            raise
+
+    log.info(
+        "%s of site %s: %d fetched, %d valid, %d rejected, %d duplicates, %d inserted, "
+        "%d updated, %d unchanged, %d deleted, %d restored in %.2fs",
+        result.entity,
+        result.site,
+        result.fetched,
+        result.valid,
+        result.rejected,
+        result.duplicates,
+        result.inserted,
+        result.updated,
+        result.unchanged,
+        result.deleted,
+        result.restored,
+        result.duration_s,
+    )
+    if result.new_fields:
+        log.warning(
+            "%s of site %s: fields the models do not know yet (kept in extra): %s",
+            result.entity,
+            result.site,
+            ", ".join(result.new_fields),
+        )
+    return result
+
+
+def _write(
+    conn: psycopg.Connection,
+    spec: TableSpec,
+    snapshot: EntitySnapshot,
+    result: SyncResult,
+    run_id: str,
+    max_delete_fraction: float,
+    min_rows_for_guard: int,
+) -> None:
+    site = snapshot.site
+    cur = conn.cursor()
+    create_stage(cur, spec)
+    losers = load_stage(cur, spec, snapshot, result, run_id)
+    # Writers of one site queue here, after staging: the (slow, network-bound) stream only
+    # touches this session's temporary table, so two runs of one site may fetch at the same
+    # time and only their merges take turns. Every read of the target comes after the lock, so
+    # each merge sees the previous one committed.
+    site_table_lock(cur, spec.name, site)
+    if spec.mode == "append":
+        append_history(cur, spec, site, result, run_id)
+        return
+    result.duplicates = drop_superseded(cur, losers)
+    merge_stage(cur, spec, site, result, run_id, max_delete_fraction, min_rows_for_guard)
+
+
+def _finish(result: SyncResult, clock: float) -> None:
+    result.finished_at = datetime.now(timezone.utc)
+    result.duration_s = time.perf_counter() - clock
+
+
+def _insert_sync_run(conn: psycopg.Connection, result: SyncResult, error: str | None) -> None:
+    columns = (
+        "site",
+        "entity",
+        "run_id",
+        "status",
+        *SYNC_COUNT_COLUMNS,
+        "new_fields",
+        "error",
+        "started_at",
+        "finished_at",
+    )
+    values = (
+        result.site,
+        result.entity,
+        result.run_id,
+        result.status,
+        *result.counts().values(),
+        json_text(list(result.new_fields)),
+        error,
+        result.started_at,
+        result.finished_at,
+    )
+    conn.execute(
+        sql.SQL("INSERT INTO {table} ({cols}) VALUES ({params})").format(
+            table=sql.Identifier(template_sync_runs.name),
+            cols=idents(columns),
+            params=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        ),
+        values,
+    )
+
+
+def _rollback_quietly(conn: psycopg.Connection) -> None:
+    try:
+        conn.rollback()
+    except psycopg.Error:  # a broken connection: closing it rolls back on the server anyway
+        logger.debug("rollback failed; the connection is closed", exc_info=True)
+
+
+def _record_outcome(
+    conn: psycopg.Connection,
+    database_url: str,
+    result: SyncResult,
+    status: str,
+    exc: BaseException,
+    clock: float,
+    log: Log,
+) -> None:
+    """Roll back, then record a failed or refused sync in its own short transaction.
+
+    Only what is known without the rolled-back work is kept: the stream's counts and, for a
+    refusal, the number of rows the snapshot would have deleted.
+    """
+    _rollback_quietly(conn)
+    result.status = status
+    result.inserted = result.updated = result.unchanged = result.restored = 0
+    if status != "refused":
+        result.deleted = 0
+    result.live_rows = 0
+    result.preview = []
+    _finish(result, clock)
+    error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
+    try:
+        if conn.broken or conn.closed:
+            with db.connect(database_url) as fresh:
+                _insert_sync_run(fresh, result, error)
+        else:
+            _insert_sync_run(conn, result, error)
+            conn.commit()
+    except Exception:
+        # The original error matters more than its record: log this one and let that one raise.
+        logger.exception(
+            "could not record the %s sync of %s for site %s", status, result.entity, result.site
+        )
+        _rollback_quietly(conn)
+    log.warning(
+        "%s of site %s: sync %s after %.2fs: %s",
+        result.entity,
+        result.site,
+        status,
+        result.duration_s,
+        error,
+    )
