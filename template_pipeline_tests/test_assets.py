@@ -33,7 +33,7 @@ from template_pipeline.apps.simulator import (
     SiteData,
     api_key_env_name,
 )
-from template_pipeline.apps.simulator.data import to_decimal
+from template_pipeline.apps.simulator.generate import to_decimal
 from template_pipeline.defs.assets import stats_metadata, template_assets
 from template_pipeline.defs.io_manager import TemplatePostgresIOManager
 from template_pipeline.defs.partitions import sites_partitions

@@ -449,7 +449,7 @@ def test_simulate_writes_a_sites_file_it_then_serves(tmp_path):
         [
             sys.executable,
             "-m",
-            "template_pipeline.apps.cli",
+            "template_pipeline.cli",
             "simulate",
             "--port",
             str(port),

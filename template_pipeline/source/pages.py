@@ -103,6 +103,50 @@ class _PrefetchError:
         self.error = error
 
 
+class _Prefetcher:
+    """A background thread that puts pages into a bounded queue until told to stop."""
+
+    def __init__(self, pages: Callable[[], Iterator[Page]], depth: int, name: str) -> None:
+        self.buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self._pages = pages
+        self.thread = threading.Thread(target=self._produce, name=name, daemon=True)
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.buffer.put(item, timeout=_PREFETCH_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        source = self._pages()
+        try:
+            for page in source:
+                if not self._put(page):
+                    return
+            self._put(_PREFETCH_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._put(_PrefetchError(exc))
+        finally:
+            source.close()
+
+    def shut_down(self) -> bool:
+        """Stop the thread; True when it ended within a second (a request may be in flight)."""
+        self.stop.set()
+        # Free a producer blocked on a full queue, then wait for it; a request in flight is
+        # bounded by the read timeout, so do not hold the consumer for that long.
+        while True:
+            try:
+                self.buffer.get_nowait()
+            except queue.Empty:
+                break
+        self.thread.join(timeout=1.0)
+        return not self.thread.is_alive()
+
+
 def prefetched(
     pages: Callable[[], Iterator[Page]], depth: int, *, site: str, endpoint: str
 ) -> Iterator[Page]:
@@ -113,40 +157,14 @@ def prefetched(
     nothing starts until the first ``next()``, and its ``finally`` runs on ``close()`` or garbage
     collection, which is what stops the thread.
     """
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=_PREFETCH_POLL)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        source = pages()
-        try:
-            for page in source:
-                if not put(page):
-                    return
-            put(_PREFETCH_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(_PrefetchError(exc))
-        finally:
-            source.close()
-
-    thread = threading.Thread(
-        target=produce, name=f"template-prefetch-{site}-{endpoint}", daemon=True
-    )
-    thread.start()
+    prefetcher = _Prefetcher(pages, depth, f"template-prefetch-{site}-{endpoint}")
+    prefetcher.thread.start()
     try:
         while True:
             try:
-                item = buffer.get(timeout=_PREFETCH_POLL)
+                item = prefetcher.buffer.get(timeout=_PREFETCH_POLL)
             except queue.Empty:
-                if not thread.is_alive() and buffer.empty():
+                if not prefetcher.thread.is_alive() and prefetcher.buffer.empty():
                     raise TemplateResponseError(
                         "the prefetch thread ended without a result", site=site, endpoint=endpoint
                     ) from None
@@ -157,16 +175,7 @@ def prefetched(
                 raise item.error
             yield item
     finally:
-        stop.set()
-        # Free a producer blocked on a full queue, then wait for it; a request in flight is
-        # bounded by the read timeout, so do not hold the consumer for that long.
-        while True:
-            try:
-                buffer.get_nowait()
-            except queue.Empty:
-                break
-        thread.join(timeout=1.0)
-        if thread.is_alive():
+        if not prefetcher.shut_down():
             logger.debug(
                 "site %r, endpoint %r: prefetch thread still finishing a request", site, endpoint
             )

@@ -7,14 +7,14 @@ compares is exactly what would be stored; it is dropped at commit or rollback.
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from template_pipeline.domain.batches import EntitySnapshot, Reject
+from template_pipeline.domain.batches import EntitySnapshot, Reject, ValidatedBatch
 from template_pipeline.store.idents import idents, json_text
 from template_pipeline.store.results import SnapshotContractError, SyncResult
 from template_pipeline.store.tables import TableSpec, template_rejects
@@ -78,69 +78,83 @@ def load_stage(
     never the rows themselves), because a self-join of the staging table to find them costs
     more than the rest of an unchanged re-sync.
     """
-    site = snapshot.site
-    columns = spec.data_columns
-    expected = frozenset(columns)
-    row_values = operator.itemgetter(*columns)
-    key_of = operator.itemgetter(*spec.keys) if spec.keys else None
-    composite_key = len(spec.keys) > 1
-    missing_key = f"missing key column(s): {', '.join(spec.keys)}"
-    json_positions = [i for i, c in enumerate(columns) if c in spec.json_columns]
-    preview_columns = spec.preview_columns
+    stager = _Stager(spec, snapshot.site, result)
     copy_stage = sql.SQL("COPY {stage} ({cols}) FROM STDIN").format(
-        stage=STAGE, cols=idents((*columns, ORD))
+        stage=STAGE, cols=idents((*spec.data_columns, ORD))
     )
-    last_seen: dict[Any, int] = {}
-    losers: list[int] = []
-    new_fields: set[str] = set()
-    rejects: list[Reject] = []
-    ordinal = 0
     batches = iter(snapshot.batches)
     exhausted = False
     while not exhausted:
         exhausted = True
         with cur.copy(copy_stage, writer=QueuedLibpqWriter(cur)) as copy:
-            write_row = copy.write_row
             for batch in batches:
-                result.fetched += batch.fetched
-                new_fields.update(batch.new_fields)
-                rejects.extend(batch.rejects)
-                if batch.rows:
-                    check_columns(batch.rows[0], expected, spec, site)
-                for row in batch.rows:
-                    try:
-                        values = list(row_values(row))
-                        key = key_of(row) if key_of is not None else None
-                    except KeyError:
-                        check_columns(row, expected, spec, site)
-                        raise
-                    if key_of is not None and (key is None or (composite_key and None in key)):
-                        # A record without its key cannot be merged: quarantine it.
-                        rejects.append(Reject(None, missing_key, row))
-                        continue
-                    for i in json_positions:
-                        if values[i] is not None:
-                            values[i] = json_text(values[i])
-                    ordinal += 1
-                    values.append(ordinal)
-                    write_row(values)
-                    if key_of is not None:
-                        previous = last_seen.get(key)
-                        last_seen[key] = ordinal
-                        if previous is not None:
-                            losers.append(previous)
-                    if len(result.preview) < PREVIEW_ROWS:
-                        result.preview.append({c: plain(row[c]) for c in preview_columns})
-                if len(rejects) >= _REJECT_BUFFER:
+                stager.stage(batch, copy.write_row)
+                if len(stager.rejects) >= _REJECT_BUFFER:
                     exhausted = False
                     break
-        if rejects:
-            _copy_rejects(cur, spec.entity, site, run_id, rejects)
-            result.rejected += len(rejects)
-            rejects.clear()
-    result.valid = ordinal
-    result.new_fields = sorted(new_fields)
-    return losers
+        if stager.rejects:
+            _copy_rejects(cur, spec.entity, snapshot.site, run_id, stager.rejects)
+            result.rejected += len(stager.rejects)
+            stager.rejects.clear()
+    result.valid = stager.ordinal
+    result.new_fields = sorted(stager.new_fields)
+    return stager.losers
+
+
+class _Stager:
+    """Turns batches into COPY rows: JSON columns encoded, an ordinal each, duplicates noted."""
+
+    def __init__(self, spec: TableSpec, site: str, result: SyncResult) -> None:
+        self.spec = spec
+        self.site = site
+        self.result = result
+        self.expected = frozenset(spec.data_columns)
+        self.row_values = operator.itemgetter(*spec.data_columns)
+        self.key_of = operator.itemgetter(*spec.keys) if spec.keys else None
+        self.composite_key = len(spec.keys) > 1
+        self.missing_key = f"missing key column(s): {', '.join(spec.keys)}"
+        self.json_positions = [i for i, c in enumerate(spec.data_columns) if c in spec.json_columns]
+        self.last_seen: dict[Any, int] = {}
+        self.losers: list[int] = []
+        self.new_fields: set[str] = set()
+        self.rejects: list[Reject] = []
+        self.ordinal = 0
+
+    def stage(self, batch: ValidatedBatch, write_row: Callable[[Sequence[Any]], None]) -> None:
+        result, spec = self.result, self.spec
+        result.fetched += batch.fetched
+        self.new_fields.update(batch.new_fields)
+        self.rejects.extend(batch.rejects)
+        if batch.rows:
+            check_columns(batch.rows[0], self.expected, spec, self.site)
+        # Locals: this loop runs once per row of the site.
+        row_values, key_of, json_positions = self.row_values, self.key_of, self.json_positions
+        last_seen, losers, ordinal = self.last_seen, self.losers, self.ordinal
+        for row in batch.rows:
+            try:
+                values = list(row_values(row))
+                key = key_of(row) if key_of is not None else None
+            except KeyError:
+                check_columns(row, self.expected, spec, self.site)
+                raise
+            if key_of is not None and (key is None or (self.composite_key and None in key)):
+                # A record without its key cannot be merged: quarantine it.
+                self.rejects.append(Reject(None, self.missing_key, row))
+                continue
+            for i in json_positions:
+                if values[i] is not None:
+                    values[i] = json_text(values[i])
+            ordinal += 1
+            values.append(ordinal)
+            write_row(values)
+            if key_of is not None:
+                previous = last_seen.get(key)
+                last_seen[key] = ordinal
+                if previous is not None:
+                    losers.append(previous)
+            if len(result.preview) < PREVIEW_ROWS:
+                result.preview.append({c: plain(row[c]) for c in spec.preview_columns})
+        self.ordinal = ordinal
 
 
 def check_columns(

@@ -99,6 +99,11 @@ def write_snapshot(
             _rollback_quietly(conn)
             raise
 
+    _log_result(log, result)
+    return result
+
+
+def _log_result(log: Log, result: SyncResult) -> None:
     log.info(
         "%s of site %s: %d fetched, %d valid, %d rejected, %d duplicates, %d inserted, "
         "%d updated, %d unchanged, %d deleted, %d restored in %.2fs",
@@ -122,7 +127,6 @@ def write_snapshot(
             result.site,
             ", ".join(result.new_fields),
         )
-    return result
 
 
 def _write(

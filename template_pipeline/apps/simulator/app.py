@@ -205,24 +205,37 @@ def _render(runtime: SiteRuntime, endpoint: str, limit: int | None, offset: int)
         return dumps(document)
 
 
-def build_app(sites: list[SimSite]) -> Starlette:
-    """The simulator application; ``app.state.data`` maps each site key to its ``SiteData``.
+class _Export:
+    """The ``GET .../api/export/{endpoint}`` handler of every simulated site."""
 
-    ``app.state.runtime`` maps each key to its :class:`SiteRuntime` (request counters).
-    """
-    if not sites:
-        raise ValueError("the simulator needs at least one site")
-    runtimes: dict[str, SiteRuntime] = {}
-    for site in sites:
-        if site.key in runtimes:
-            raise ValueError(f"simulated site {site.key!r} is listed twice")
-        runtimes[site.key] = SiteRuntime(site=site, data=generate_site_data(site))
-    root_key = sites[0].key
+    def __init__(self, runtimes: dict[str, SiteRuntime], root_key: str) -> None:
+        self.runtimes = runtimes
+        self.root_key = root_key
 
-    async def export(request: Request) -> Response:
-        key = request.path_params.get("key", root_key)
+    async def handle(self, request: Request) -> Response:
+        checked = self._check(request)
+        if isinstance(checked, Response):
+            return checked
+        runtime, endpoint, limit, offset = checked
+        fault = runtime.next_fault()
+        faults = runtime.site.faults
+        if faults.slow_ms:
+            await asyncio.sleep(faults.slow_ms / 1000)
+        if not fault.served:
+            faulted = _faulted_response(fault, faults.retry_after)
+            if faulted is not None:
+                return faulted
+        body = _render(runtime, endpoint, limit, offset)
+        if fault.truncate:
+            # A proper prefix of a JSON document is never valid JSON.
+            body = body[: len(body) // 2]
+        return Response(body, media_type=_JSON)
+
+    def _check(self, request: Request) -> Response | tuple[SiteRuntime, str, int | None, int]:
+        """The site, endpoint and page of a well-formed, authenticated request, or its error."""
+        key = request.path_params.get("key", self.root_key)
         endpoint = request.path_params["endpoint"]
-        runtime = runtimes.get(key)
+        runtime = self.runtimes.get(key)
         if runtime is None:
             return _error(404, f"Unknown site {key!r}")
         if endpoint not in ENDPOINTS:
@@ -238,38 +251,47 @@ def build_app(sites: list[SimSite]) -> Starlette:
             offset = _int_param(request, "offset", 0, minimum=0) or 0
         except _BadRequest as exc:
             return _error(400, f"{endpoint}: {exc}")
+        return runtime, endpoint, limit, offset
 
-        fault = runtime.next_fault()
-        faults = runtime.site.faults
-        if faults.slow_ms:
-            await asyncio.sleep(faults.slow_ms / 1000)
-        if fault.status == 429:
-            return _error(
-                429,
-                "Too many requests",
-                headers={"Retry-After": format_retry_after(faults.retry_after)},
-            )
-        if fault.status != 200:
-            return _error(fault.status, _phrase(fault.status))
-        if fault.html:
-            return Response(_HTML_ERROR_PAGE, media_type="text/html; charset=utf-8")
-        body = _render(runtime, endpoint, limit, offset)
-        if fault.truncate:
-            # A proper prefix of a JSON document is never valid JSON.
-            body = body[: len(body) // 2]
-        return Response(body, media_type=_JSON)
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        headers = getattr(exc, "headers", None)
-        return _error(status, _phrase(status), headers=headers)
+def _faulted_response(fault: _Fault, retry_after: float) -> Response | None:
+    """The answer a fault stands for; None when the body is served (and cut) after all."""
+    if fault.status == 429:
+        return _error(
+            429, "Too many requests", headers={"Retry-After": format_retry_after(retry_after)}
+        )
+    if fault.status != 200:
+        return _error(fault.status, _phrase(fault.status))
+    if fault.html:
+        return Response(_HTML_ERROR_PAGE, media_type="text/html; charset=utf-8")
+    return None
 
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    headers = getattr(exc, "headers", None)
+    return _error(status, _phrase(status), headers=headers)
+
+
+def build_app(sites: list[SimSite]) -> Starlette:
+    """The simulator application; ``app.state.data`` maps each site key to its ``SiteData``.
+
+    ``app.state.runtime`` maps each key to its :class:`SiteRuntime` (request counters).
+    """
+    if not sites:
+        raise ValueError("the simulator needs at least one site")
+    runtimes: dict[str, SiteRuntime] = {}
+    for site in sites:
+        if site.key in runtimes:
+            raise ValueError(f"simulated site {site.key!r} is listed twice")
+        runtimes[site.key] = SiteRuntime(site=site, data=generate_site_data(site))
+    export = _Export(runtimes, sites[0].key)
     app = Starlette(
         routes=[
-            Route("/t/{key}/api/export/{endpoint}", export, methods=["GET"]),
-            Route("/api/export/{endpoint}", export, methods=["GET"]),
+            Route("/t/{key}/api/export/{endpoint}", export.handle, methods=["GET"]),
+            Route("/api/export/{endpoint}", export.handle, methods=["GET"]),
         ],
-        exception_handlers={404: http_error, 405: http_error},
+        exception_handlers={404: _http_error, 405: _http_error},
     )
     app.state.data = {key: runtime.data for key, runtime in runtimes.items()}
     app.state.runtime = runtimes

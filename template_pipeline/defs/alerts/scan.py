@@ -201,44 +201,65 @@ def scan_for_alerts(
     """
     now = now or datetime.now(timezone.utc)
     since = (now - FIRST_SCAN_LOOKBACK).timestamp()
-    floor = SEVERITY_RANK[sinks.check_severity_floor()]
     result = ScanResult(cursor=cursor)
-
     records, next_checks = _check_evaluation_records(instance, cursor, since)
+    floor = SEVERITY_RANK[sinks.check_severity_floor()]
     for record in records:
         result.evaluations_read += 1
-        event = record.event_log_entry.dagster_event
-        if event is None:
-            continue
-        evaluation = event.asset_check_evaluation_data
-        entity = _template_entity(evaluation.asset_key)
-        if entity is None:
-            continue
-        site = evaluation.partition
-        try:
-            if evaluation.passed:
-                if engine is not None:
-                    result.resolved += resolve_alerts(
-                        engine, "check", site, entity, evaluation.check_name
-                    )
-                continue
-            rank = SEVERITY_RANK[evaluation.severity.value]
-            if rank < floor:
-                continue
-            if engine is not None:
-                open_severity = open_alert_severity(
-                    engine, "check", site, entity, evaluation.check_name
-                )
-                if open_severity is not None and SEVERITY_RANK[open_severity] >= rank:
-                    continue  # still failing: alerted already
-        except Exception as exc:  # the table is unreachable: alert rather than stay silent
-            log.error("alerts: open-alert lookup failed (%s)", type(exc).__name__)
-            if evaluation.passed:
-                continue
-        result.deliveries.append(
-            sinks.deliver(_check_alert(record, evaluation, entity), engine=engine, log=log)
-        )
+        alert = _alert_for_evaluation(record, floor, engine, log, result)
+        if alert is not None:
+            result.deliveries.append(sinks.deliver(alert, engine=engine, log=log))
+    last_run = _scan_run_failures(instance, cursor, since, job_names, sinks, engine, log, result)
+    result.cursor = replace(next_checks, runs=last_run)
+    return result
 
+
+def _alert_for_evaluation(
+    record: dg.EventLogRecord,
+    floor: int,
+    engine: sa.Engine | None,
+    log: AlertLog,
+    result: ScanResult,
+) -> Alert | None:
+    """The alert a check evaluation calls for, if any; a passing one resolves open alerts."""
+    event = record.event_log_entry.dagster_event
+    if event is None:
+        return None
+    evaluation = event.asset_check_evaluation_data
+    entity = _template_entity(evaluation.asset_key)
+    if entity is None:
+        return None
+    site, check = evaluation.partition, evaluation.check_name
+    try:
+        if evaluation.passed:
+            if engine is not None:
+                result.resolved += resolve_alerts(engine, "check", site, entity, check)
+            return None
+        rank = SEVERITY_RANK[evaluation.severity.value]
+        if rank < floor:
+            return None
+        if engine is not None:
+            open_severity = open_alert_severity(engine, "check", site, entity, check)
+            if open_severity is not None and SEVERITY_RANK[open_severity] >= rank:
+                return None  # still failing: alerted already
+    except Exception as exc:  # the table is unreachable: alert rather than stay silent
+        log.error("alerts: open-alert lookup failed (%s)", type(exc).__name__)
+        if evaluation.passed:
+            return None
+    return _check_alert(record, evaluation, entity)
+
+
+def _scan_run_failures(
+    instance: dg.DagsterInstance,
+    cursor: AlertCursor,
+    since: float,
+    job_names: Sequence[str],
+    sinks: AlertSinks,
+    engine: sa.Engine | None,
+    log: AlertLog,
+    result: ScanResult,
+) -> int | None:
+    """Alert on the failed runs of ``job_names`` after the cursor; the new runs cursor."""
     run_filter = dg.RunStatusChangeRecordsFilter(
         event_type=dg.DagsterEventType.RUN_FAILURE,
         after_storage_id=cursor.runs,
@@ -267,9 +288,7 @@ def scan_for_alerts(
             )
         if alert is not None:
             result.deliveries.append(sinks.deliver(alert, engine=engine, log=log))
-
-    result.cursor = replace(next_checks, runs=last_run)
-    return result
+    return last_run
 
 
 # Where the event log is sharded by run, evaluations are read again from a little before the

@@ -12,9 +12,8 @@ from template_pipeline.defs.resources import TemplateCheckSettings
 from template_pipeline.store.tables import template_order_items, template_orders, template_paintings
 
 
-def evaluate_order_totals(
-    conn: sa.Connection, target: CheckTarget, settings: TemplateCheckSettings
-) -> dg.AssetCheckResult:
+def _order_totals(site: str) -> sa.Subquery:
+    """Per live order of ``site``: its total_price, its number of lines, the sum of its lines."""
     orders = template_orders
     items = (
         sa.func.jsonb_array_elements(
@@ -29,7 +28,7 @@ def evaluate_order_totals(
     line_total = sa.cast(items.c.value["price"].astext, sa.Numeric) * sa.func.coalesce(
         sa.cast(items.c.value["quantity"].astext, sa.Numeric), 1
     )
-    per_order = (
+    return (
         sa.select(
             orders.c.template_id,
             orders.c.total_price,
@@ -37,10 +36,16 @@ def evaluate_order_totals(
             sa.func.round(sa.func.coalesce(sa.func.sum(line_total), 0), 2).label("items_total"),
         )
         .select_from(orders.outerjoin(items, sa.true()))
-        .where(orders.c.site == target.site, orders.c.deleted_at.is_(None))
+        .where(orders.c.site == site, orders.c.deleted_at.is_(None))
         .group_by(orders.c.template_id, orders.c.total_price)
         .subquery()
     )
+
+
+def evaluate_order_totals(
+    conn: sa.Connection, target: CheckTarget, settings: TemplateCheckSettings
+) -> dg.AssetCheckResult:
+    per_order = _order_totals(target.site)
     mismatch = sa.and_(per_order.c.lines > 0, per_order.c.items_total != per_order.c.total_price)
     counts = conn.execute(
         sa.select(
@@ -81,9 +86,8 @@ def evaluate_order_totals(
     )
 
 
-def evaluate_items_reference_paintings(
-    conn: sa.Connection, target: CheckTarget, settings: TemplateCheckSettings
-) -> dg.AssetCheckResult:
+def _item_reference_counts(conn: sa.Connection, site: str) -> dict[str, int]:
+    """How the live order items of ``site`` relate to the paintings the site serves."""
     items, paintings = template_order_items, template_paintings
     elsewhere = sa.alias(paintings, "elsewhere")
     in_other_site = (
@@ -91,25 +95,19 @@ def evaluate_items_reference_paintings(
         .where(elsewhere.c.template_id == items.c.painting_id, elsewhere.c.site != items.c.site)
         .exists()
     )
-    unknown = sa.and_(items.c.painting_id.is_not(None), paintings.c.template_id.is_(None))
-    joined = items.outerjoin(
-        paintings,
-        sa.and_(paintings.c.site == items.c.site, paintings.c.template_id == items.c.painting_id),
-    )
-    live_items = sa.and_(items.c.site == target.site, items.c.deleted_at.is_(None))
     counts = conn.execute(
         sa.select(
             sa.func.count(),
             sa.func.count().filter(items.c.painting_id.is_(None)),
-            sa.func.count().filter(unknown),
-            sa.func.count().filter(sa.and_(unknown, in_other_site)),
+            sa.func.count().filter(_UNKNOWN),
+            sa.func.count().filter(sa.and_(_UNKNOWN, in_other_site)),
             sa.func.count().filter(paintings.c.deleted_at.is_not(None)),
         )
-        .select_from(joined)
-        .where(live_items)
+        .select_from(_ITEMS_JOINED)
+        .where(items.c.site == site, items.c.deleted_at.is_(None))
     ).one()
     n_items, without_ref, n_unknown, n_other_site, n_deleted = (int(v) for v in counts)
-    metadata: dict[str, Any] = {
+    return {
         "items": n_items,
         "referenced": n_items - without_ref - n_unknown,
         "unknown_painting": n_unknown,
@@ -117,17 +115,38 @@ def evaluate_items_reference_paintings(
         "painting_deleted_upstream": n_deleted,
         "without_painting_id": without_ref,
     }
+
+
+# An item whose painting_id names no painting of its own site.
+_ITEMS_JOINED = template_order_items.outerjoin(
+    template_paintings,
+    sa.and_(
+        template_paintings.c.site == template_order_items.c.site,
+        template_paintings.c.template_id == template_order_items.c.painting_id,
+    ),
+)
+_UNKNOWN = sa.and_(
+    template_order_items.c.painting_id.is_not(None), template_paintings.c.template_id.is_(None)
+)
+
+
+def evaluate_items_reference_paintings(
+    conn: sa.Connection, target: CheckTarget, settings: TemplateCheckSettings
+) -> dg.AssetCheckResult:
+    metadata: dict[str, Any] = _item_reference_counts(conn, target.site)
+    n_unknown = metadata["unknown_painting"]
     if n_unknown == 0:
         return check_result(
             True,
             f"every order item of site {target.site!r} references a known painting",
             metadata,
         )
+    items = template_order_items
     first = (
         conn.execute(
             sa.select(items.c.painting_id)
-            .select_from(joined)
-            .where(live_items, unknown)
+            .select_from(_ITEMS_JOINED)
+            .where(items.c.site == target.site, items.c.deleted_at.is_(None), _UNKNOWN)
             .group_by(items.c.painting_id)
             .order_by(sa.func.length(items.c.painting_id), items.c.painting_id)
             .limit(settings.max_listed)
@@ -139,7 +158,8 @@ def evaluate_items_reference_paintings(
     return check_result(
         False,
         f"{n_unknown} order item(s) of site {target.site!r} reference paintings the site does "
-        f"not serve ({n_other_site} of them exist on another site); first: {', '.join(first)}",
+        f"not serve ({metadata['painting_of_another_site']} of them exist on another site); "
+        f"first: {', '.join(first)}",
         metadata,
         dg.AssetCheckSeverity.WARN,
     )

@@ -1,0 +1,56 @@
+"""The ``template-pipeline`` command (also ``python -m template_pipeline.cli``).
+
+One module per group of commands, each with a ``register(subparsers)``: :mod:`.sync`,
+:mod:`.sites` (``sites``, ``health``), :mod:`.local` (``simulate``, ``demo``, ``dev``),
+:mod:`.webhook`. Exit codes are in :mod:`.common`: 0 all good, 1 a site failed (sync, health),
+2 a configuration error (nothing was contacted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from template_pipeline import __version__
+from template_pipeline.apps.cli import local, sites, sync, webhook
+from template_pipeline.apps.cli.common import EXIT_CONFIG, EXIT_OK, EXIT_SITE_FAILED, err
+from template_pipeline.domain.sites import SiteConfigError
+from template_pipeline.store import db
+
+COMMANDS = (sync, sites, local, webhook)
+
+__all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_SITE_FAILED", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="template-pipeline",
+        description="Keep the Dashboard's PostgreSQL in sync with every Template artist site.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except (SiteConfigError, db.DatabaseConfigError) as exc:
+        err(str(exc))
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""``sync``: materialise the selected sites and entities through Dagster, then summarise."""
+
+from __future__ import annotations
+
+import argparse
+
+from template_pipeline.apps.cli.common import EXIT_OK, EXIT_SITE_FAILED, out
+from template_pipeline.domain import config
+from template_pipeline.domain.entities import NAMES
+from template_pipeline.store import db
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from template_pipeline.apps.sync import format_summary, run_sync
+    from template_pipeline.domain.sites import load_registry
+
+    registry = load_registry()
+    database_url = db.dashboard_database_url()
+    if not config.DAGSTER_HOME.get():
+        raise db.DatabaseConfigError(
+            "DAGSTER_HOME is not set: it names the Dagster instance the runs are recorded in "
+            "(a folder holding the repo's dagster.yaml)"
+        )
+    outcomes = run_sync(
+        registry,
+        sites=args.site,
+        entities=args.entity,
+        database_url=database_url,
+        # Without -v the summary says what failed and why; step tracebacks stay in the run's
+        # event log (the UI), where they belong.
+        log_level="DEBUG" if args.verbose else "CRITICAL",
+    )
+    out(format_summary(outcomes))
+    return EXIT_OK if all(o.success for o in outcomes) else EXIT_SITE_FAILED
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sync", help="materialise the selected sites and entities through Dagster")
+    p.add_argument(
+        "--site", action="append", metavar="KEY", help="a site key (repeatable; default: all)"
+    )
+    p.add_argument(
+        "--entity",
+        action="append",
+        metavar="NAME",
+        help=f"an entity: {', '.join(NAMES)} (repeatable; default: all)",
+    )
+    p.set_defaults(func=cmd_sync)
