@@ -52,9 +52,12 @@ validate: install
 dev: install
 	$(CLI) dev
 
+## make lint: ruff, and the import contracts of pyproject.toml (layers import downwards only).
+## `make test` checks the contracts too (template_pipeline_tests/test_architecture.py).
 lint: install
 	$(VENV)/bin/ruff check template_pipeline template_pipeline_tests benchmarks
 	$(VENV)/bin/ruff format --check template_pipeline template_pipeline_tests benchmarks
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format template_pipeline template_pipeline_tests benchmarks

@@ -536,7 +536,7 @@ def _isolation(instance: Any, dashboard_url: str, keys: list[str], refused: str)
     """Which partitions got materialised, and what the Dashboard's audit table says."""
     import dagster as dg
 
-    from template_pipeline.defs.assets import ALL_ENTITIES
+    from template_pipeline.domain.entities import NAMES as ALL_ENTITIES
     from template_pipeline.store import db
 
     materialised = {

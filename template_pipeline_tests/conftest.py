@@ -13,31 +13,26 @@ import uuid
 
 import pytest
 
+from template_pipeline.domain import config
 from template_pipeline.store import db, embedded
+from template_pipeline.store.schema import ensure_schema
 
-TEST_DATABASE_URL_ENV = "TEMPLATE_PIPELINE_TEST_DATABASE_URL"
-
-# Variables that would make a test depend on the developer's own configuration.
-_CONFIG_ENV = (
-    "TEMPLATE_SITES_FILE",
-    "TEMPLATE_BASE_URL",
-    "TEMPLATE_API_KEY",
-    "TEMPLATE_SITE_KEY",
-    "DASHBOARD_DATABASE_URL",
-    "ALERT_WEBHOOK_URL",
-)
+TEST_DATABASE_URL_ENV = config.TEST_DATABASE_URL.name
 
 
 @pytest.fixture(autouse=True)
 def _isolated_config_env(monkeypatch):
-    for name in _CONFIG_ENV:
+    """No test depends on the developer's own configuration: every runtime variable of the
+    configuration module is unset (families such as the per-site keys are set by the tests
+    that need them)."""
+    for name in config.reset_in_tests():
         monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> str:
     """URL of a PostgreSQL server's maintenance database (``postgres``)."""
-    url = os.environ.get(TEST_DATABASE_URL_ENV, "").strip()
+    url = config.TEST_DATABASE_URL.get()
     if url:
         return url
     return embedded.start_embedded_postgres(database="postgres")
@@ -63,3 +58,15 @@ def dashboard_env(monkeypatch, database_url) -> str:
     """``DASHBOARD_DATABASE_URL`` set to the session database."""
     monkeypatch.setenv("DASHBOARD_DATABASE_URL", database_url)
     return database_url
+
+
+@pytest.fixture
+def url(database_url) -> str:
+    ensure_schema(database_url)
+    return database_url
+
+
+@pytest.fixture
+def site() -> str:
+    """A site key of its own for each test, so tests never see each other's rows."""
+    return f"site-{uuid.uuid4().hex[:10]}"

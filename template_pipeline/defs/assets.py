@@ -19,7 +19,7 @@ from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.resources import TemplateClientResource
 from template_pipeline.defs.tags import GROUP, IO_MANAGER_KEY
 from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
-from template_pipeline.domain.entities import BY_NAME, ENTITIES, NAMES, Entity
+from template_pipeline.domain.entities import BY_NAME, ENTITIES, Entity
 from template_pipeline.domain.sites import SiteConfigError
 from template_pipeline.domain.validation import (
     explode_order_items,
@@ -43,10 +43,6 @@ from template_pipeline.source import (
 STEP_RETRY_POLICY = dg.RetryPolicy(
     max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-
-
-# Every asset of this module, in lineage order (order_items is derived from orders).
-ALL_ENTITIES = NAMES
 
 
 _NON_RETRYABLE_ERRORS = (

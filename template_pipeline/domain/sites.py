@@ -31,8 +31,6 @@ from template_pipeline.domain.vocabulary import MASKED
 SITES_FILE_ENV = config.SITES_FILE.name
 BASE_URL_ENV = config.BASE_URL.name
 API_KEY_ENV = config.API_KEY.name
-# The partition key of the single site configured through TEMPLATE_BASE_URL.
-DEFAULT_SITE_KEY_ENV = config.SITE_KEY.name
 DEFAULT_SITE_KEY = config.SITE_KEY.default
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

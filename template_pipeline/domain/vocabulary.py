@@ -30,7 +30,6 @@ HEALTH_STATUSES: tuple[str, ...] = get_args(HealthStatus)
 ProbeOutcome = Literal[
     "ok", "auth refused", "unreachable", "not found", "bad response", "probe failed"
 ]
-PROBE_OUTCOMES: tuple[str, ...] = get_args(ProbeOutcome)
 
 
 def sql_in(column: str, values: tuple[str, ...]) -> str:

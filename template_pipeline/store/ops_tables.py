@@ -93,5 +93,3 @@ template_site_health = sa.Table(
     check_in("template_site_health", "status", HEALTH_STATUSES),
     sa.Index("ix_template_site_health_site_checked_at", "site", "checked_at"),
 )
-
-OPS_TABLES: tuple[sa.Table, ...] = (template_alerts, template_webhook_events, template_site_health)

@@ -34,24 +34,6 @@ def read_live_rows(
         return pd.DataFrame.from_records(rows, columns=names)
 
 
-def read_live_columns(
-    database_url: str,
-    entity: str,
-    site: str,
-    columns: Sequence[str] | None = None,
-) -> dict[str, list[Any]]:
-    """:func:`read_live_rows` as ``{column: [values]}``, in the same order, without pandas.
-
-    ``result["template_id"]`` reads like a frame's column; a table that does not exist yet gives
-    empty lists.
-    """
-    names, rows = _select_live_rows(database_url, entity, site, columns)
-    if not rows:
-        return {name: [] for name in names}
-    values = zip(*rows, strict=True)  # rows to columns
-    return {name: list(column) for name, column in zip(names, values, strict=True)}
-
-
 def _select_live_rows(
     database_url: str, entity: str, site: str, columns: Sequence[str] | None
 ) -> tuple[list[str], list[tuple[Any, ...]]]:

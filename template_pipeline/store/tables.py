@@ -1,6 +1,6 @@
 """The Dashboard's tables: the one schema definition (SQLAlchemy Core).
 
-Table and column names are a contract with the Dashboard application (see DESIGN.md): rename
+Table and column names are a contract with the Dashboard application (the README's tables): rename
 nothing here without the Dashboard. Every other module takes table and column names from this
 file, never from string literals, so the SQL the IO manager builds only ever names identifiers
 defined here.

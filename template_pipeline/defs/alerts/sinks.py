@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from template_pipeline.domain import config
-from template_pipeline.domain.vocabulary import ALERT_SEVERITIES, Severity
+from template_pipeline.domain.vocabulary import ALERT_SEVERITIES, Severity, WebhookStatus
 from template_pipeline.domain.vocabulary import AlertSource as Source
 from template_pipeline.store.ops_tables import template_alerts
 
@@ -79,7 +79,7 @@ class Delivery:
     alert: Alert
     duplicate: bool = False
     stored: bool = False
-    webhook_status: str = "disabled"
+    webhook_status: WebhookStatus = "disabled"
     errors: list[str] = field(default_factory=list)
 
 

@@ -118,9 +118,6 @@ CHECK_RULES: tuple[CheckRule, ...] = (
 )
 
 
-RULES_BY_NAME = {rule.name: rule for rule in CHECK_RULES}
-
-
 def rules_for(entity: str) -> list[CheckRule]:
     return [rule for rule in CHECK_RULES if entity in rule.entities]
 

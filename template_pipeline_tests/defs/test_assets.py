@@ -14,7 +14,6 @@ naming the site and the endpoint, writes nothing and is not retried by the step 
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,9 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 import dagster as dg
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from template_pipeline.apps.simulator import (
     INVALID_KINDS,
@@ -43,6 +40,7 @@ from template_pipeline.domain.entities import KNOWN_FIELDS
 from template_pipeline.domain.sites import SITES_FILE_ENV, write_sites_file
 from template_pipeline.domain.vocabulary import MASKED as MASKED_VALUE
 from template_pipeline.store import db
+from template_pipeline_tests.fixtures.helpers import closed_port, query
 
 LIST_ENTITIES = ("paintings", "users", "orders", "exhibitions", "custom_requests")
 COUNT_KEYS = ("fetched", "valid", "rejected", "duplicates", "inserted", "updated", "unchanged")
@@ -95,12 +93,6 @@ class Env:
         return self.server.data(site)
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[SimulatorServer]:
     with SimulatorServer(list(SIMULATED)) as running:
@@ -127,7 +119,7 @@ def env(server, instance, dashboard_env, tmp_path, monkeypatch) -> Env:
         {
             "key": UNREACHABLE,
             # A path prefix too, so that the error shows the full URL it could not reach.
-            "base_url": f"http://127.0.0.1:{_closed_port()}/t/{UNREACHABLE}/",
+            "base_url": f"http://127.0.0.1:{closed_port()}/t/{UNREACHABLE}/",
             "api_key_env": api_key_env_name(UNREACHABLE),
         }
     )
@@ -165,11 +157,6 @@ def metadata(result: dg.ExecuteInProcessResult, entity: str) -> dict[str, Any]:
 
 def values(md: dict[str, Any]) -> dict[str, Any]:
     return {name: value.value for name, value in md.items()}
-
-
-def query(url: str, statement: str, *params: Any) -> list[dict[str, Any]]:
-    with psycopg.connect(db.libpq_conninfo(url), row_factory=dict_row) as conn:
-        return conn.execute(statement, params).fetchall()
 
 
 def live_rows(url: str, entity: str, site: str) -> dict[str, dict[str, Any]]:

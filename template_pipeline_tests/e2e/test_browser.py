@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from template_pipeline.apps.simulator import SimSite
-from template_pipeline.defs.assets import ALL_ENTITIES, order_items
+from template_pipeline.defs.assets import order_items
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.tags import GROUP
-from template_pipeline_tests import deployment_harness as harness
+from template_pipeline.domain.entities import NAMES as ALL_ENTITIES
+from template_pipeline_tests.fixtures import deployment as harness
 
 pytestmark = pytest.mark.browser
 

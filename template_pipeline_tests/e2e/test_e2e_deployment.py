@@ -25,11 +25,12 @@ import pytest
 import sqlalchemy as sa
 
 from template_pipeline.apps.simulator import SimSite
-from template_pipeline.defs.assets import ALL_ENTITIES, template_site_sync_job
+from template_pipeline.defs.assets import template_site_sync_job
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.tags import GROUP
+from template_pipeline.domain.entities import NAMES as ALL_ENTITIES
 from template_pipeline.store import db
-from template_pipeline_tests import deployment_harness as harness
+from template_pipeline_tests.fixtures import deployment as harness
 
 JOB = template_site_sync_job.name
 SENSOR = "template_sites_sensor"

@@ -7,9 +7,8 @@ Behaviour under test:
   benchmark replays is last night's 02:00 in Paris (DST included); processes are classified by
   command line; tables render;
 - the fast path: the IO manager's ``load_input`` reads only the columns an ``AssetIn`` asks for,
-  ``read_live_columns`` reads live rows as columns without pandas, and a snapshot write leaves
-  the garbage collector as it found it, even when it fails; the client reads the environment's
-  proxy settings once, for its site's origin;
+  a snapshot write leaves the garbage collector as it found it, even when it fails; the client
+  reads the environment's proxy settings once, for its site's origin;
 - smoke runs (marked ``slow``): each benchmark runs end to end at toy sizes (simulator in its own
   process, fresh databases, Dagster, for the nightly the daemon and the run queue), exits 0,
   prints its targets table, drops its databases; an unchanged re-sync writes no entity row, and
@@ -36,11 +35,10 @@ from template_pipeline.defs.io_manager import TemplatePostgresIOManager
 from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
 from template_pipeline.source.client import TemplateClient
 from template_pipeline.store import db
-from template_pipeline.store.reads import read_live_columns, read_live_rows
 from template_pipeline.store.schema import ensure_schema as ensure_tables
 from template_pipeline.store.writer import write_snapshot
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import _common as common  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
@@ -298,20 +296,6 @@ def test_load_input_reads_only_the_columns_the_input_asks_for(url):
     assert list(narrow) == ["template_id", "extra"]
     assert sorted(narrow["template_id"]) == ["1", "2"]
     assert {"first_seen_at", "price", "extra"} <= set(full)
-
-
-def test_read_live_columns_matches_read_live_rows_without_pandas(url):
-    site = f"site-{uuid.uuid4().hex[:8]}"
-    write_snapshot(url, _snapshot(site, [_painting(2), _painting(1)]), run_id="r1")
-
-    columns = read_live_columns(url, "paintings", site, ["template_id", "extra"])
-    frame = read_live_rows(url, "paintings", site, ["template_id", "extra"])
-
-    assert columns == {"template_id": ["1", "2"], "extra": [{"i": 1}, {"i": 2}]}
-    assert columns["template_id"] == list(frame["template_id"])
-    assert read_live_columns(url, "paintings", "no-such-site", ["template_id"]) == {
-        "template_id": []
-    }
 
 
 def test_load_input_refuses_columns_that_are_not_a_list_of_names(url):

@@ -7,7 +7,6 @@ an old cursor, sends nothing twice; a failing sink never stops the sensor.
 
 import json
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,6 +23,7 @@ from template_pipeline.defs.tags import SITE_TAG
 from template_pipeline.store import db
 from template_pipeline.store.ops_tables import template_alerts
 from template_pipeline.store.schema import ensure_schema
+from template_pipeline_tests.fixtures.helpers import unique_site
 
 
 class _Receiver(ThreadingHTTPServer):
@@ -81,10 +81,6 @@ def any_instance(request) -> Iterator[dg.DagsterInstance]:
         with dg.instance_for_test() as sharded:
             assert sharded.event_log_storage.is_run_sharded
             yield sharded
-
-
-def _site() -> str:
-    return f"alr-{uuid.uuid4().hex[:8]}"
 
 
 def _rows(url: str, site: str) -> list[sa.Row]:
@@ -178,7 +174,7 @@ def test_alert_cursor_reads_what_it_wrote_and_survives_garbage(raw, expected):
 
 def test_a_failed_check_alerts_exactly_once(any_instance, database_url, receiver):
     instance = any_instance
-    site = _site()
+    site = unique_site("alr")
     instance.report_runless_asset_event(_evaluation(site, passed=False))
     sinks = AlertSinks(webhook_url=receiver.url)
 
@@ -212,7 +208,7 @@ def test_a_failed_check_alerts_exactly_once(any_instance, database_url, receiver
 def test_a_check_that_keeps_failing_alerts_again_only_after_passing(
     instance, database_url, receiver
 ):
-    site = _site()
+    site = unique_site("alr")
     sinks = AlertSinks(webhook_url=receiver.url)
     cursor = _tick(instance, database_url, sinks, None).cursor  # start after older events
 
@@ -239,7 +235,7 @@ def test_a_check_that_keeps_failing_alerts_again_only_after_passing(
 
 def test_min_severity_keeps_warnings_out(instance, database_url, receiver, monkeypatch):
     monkeypatch.setenv("ALERT_MIN_SEVERITY", "ERROR")
-    site = _site()
+    site = unique_site("alr")
     sinks = AlertSinks(webhook_url=receiver.url)
     cursor = _tick(instance, database_url, sinks, None).cursor
     instance.report_runless_asset_event(_evaluation(site, passed=False))
@@ -280,7 +276,7 @@ def _blocking_check_job(name: str) -> dg.JobDefinition:
 def test_run_failures_alert_once_unless_a_failed_check_explains_them(
     instance, database_url, receiver
 ):
-    site, checked_site = _site(), _site()
+    site, checked_site = unique_site("alr"), unique_site("alr")
     sinks = AlertSinks(webhook_url=receiver.url)
     cursor = _tick(instance, database_url, sinks, None).cursor
 
@@ -328,7 +324,7 @@ def test_a_failing_sink_never_stops_the_others(database_url, receiver):
 
         warning = error = info
 
-    site = _site()
+    site = unique_site("alr")
     alert = Alert(f"health:{site}:1", "health", "ERROR", "down", site=site)
     delivery = deliver(
         alert, engine=db.get_engine(database_url), webhook_url=receiver.url, log=_Log()

@@ -1,4 +1,4 @@
-"""The Postgres IO manager against a real PostgreSQL database.
+"""The write path (``store.writer.write_snapshot``) against a real PostgreSQL database.
 
 Behaviour under test: a snapshot is merged into its table atomically and writes only what
 changed (an unchanged re-sync leaves every row's ``xmin`` untouched); updates keep
@@ -7,7 +7,7 @@ when they return; the mass-delete guard refuses (and records) a snapshot that wo
 site; duplicate keys resolve to the last occurrence; a failure anywhere leaves the table, the
 rejects and the counts exactly as before and records a failed run; concurrent writers of one
 site serialise; hostile and non-Latin strings round-trip; stats are appended; settings and order
-items use their own keys; and the Dagster IO manager emits metadata and loads live rows.
+items use their own keys.
 """
 
 from __future__ import annotations
@@ -15,19 +15,13 @@ from __future__ import annotations
 import pickle
 import threading
 import uuid
-from collections.abc import Iterator
-from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-import dagster as dg
-import pandas as pd
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
-from template_pipeline.defs.io_manager import TemplatePostgresIOManager, preview_markdown
-from template_pipeline.domain.batches import EntitySnapshot, Reject, ValidatedBatch
+from template_pipeline.domain.batches import Reject
 from template_pipeline.store import db
 from template_pipeline.store import merge as merge_module
 from template_pipeline.store import writer as writer_module
@@ -38,92 +32,11 @@ from template_pipeline.store.results import (
     SyncResult,
 )
 from template_pipeline.store.schema import create_tables
-from template_pipeline.store.schema import ensure_schema as ensure_tables
 from template_pipeline.store.tables import ENTITY_TABLES
-from template_pipeline.store.writer import write_snapshot
+from template_pipeline_tests.fixtures.helpers import query
+from template_pipeline_tests.fixtures.snapshots import painting, snap, sync, sync_runs, table_rows
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def url(database_url) -> str:
-    ensure_tables(database_url)
-    return database_url
-
-
-@pytest.fixture
-def site() -> str:
-    """A site key of its own for each test, so tests never see each other's rows."""
-    return f"site-{uuid.uuid4().hex[:10]}"
-
-
-def painting(i: int | str, **changes: Any) -> dict[str, Any]:
-    row = {
-        "template_id": str(i),
-        "name": f"Painting {i}",
-        "price": Decimal("1200.50"),
-        "category": "Abstract",
-        "technique": "Oil",
-        "year": 1992,
-        "quantity": 1,
-        "status": "Disponible",
-        "image": f"Images/painting_{i}.jpg",
-        "image_url": f"https://atelier.example/Images/painting_{i}.jpg",
-        "display_order": 1,
-        "site_name": "Atelier",
-        "extra": {"frame": "oak"},
-    }
-    row.update(changes)
-    return row
-
-
-def snap(
-    site: str,
-    *pages: list[dict[str, Any]],
-    entity: str = "paintings",
-    rejects: list[Reject] | None = None,
-    fail_after: int | None = None,
-) -> EntitySnapshot:
-    """A snapshot whose batches come from a generator, as an asset would stream them."""
-
-    def batches() -> Iterator[ValidatedBatch]:
-        for number, page in enumerate(pages):
-            if fail_after is not None and number == fail_after:
-                raise RuntimeError("site went away mid-stream")
-            yield ValidatedBatch(
-                rows=page,
-                rejects=list(rejects or []) if number == 0 else [],
-                fetched=len(page) + (len(rejects or []) if number == 0 else 0),
-            )
-        if fail_after is not None and fail_after >= len(pages):
-            raise RuntimeError("site went away mid-stream")
-
-    return EntitySnapshot(site=site, entity=entity, batches=batches())
-
-
-def sync(url: str, snapshot: EntitySnapshot, **kwargs: Any) -> SyncResult:
-    kwargs.setdefault("run_id", f"run-{uuid.uuid4().hex[:8]}")
-    return write_snapshot(url, snapshot, **kwargs)
-
-
-def query(url: str, statement: str, *params: Any) -> list[dict[str, Any]]:
-    with psycopg.connect(db.libpq_conninfo(url), row_factory=dict_row) as conn:
-        return conn.execute(statement, params).fetchall()
-
-
-def table_rows(url: str, site: str, table: str = "template_paintings") -> dict[str, dict]:
-    """Every row of the site (soft-deleted ones too) with its xmin, keyed by its key."""
-    keys = ENTITY_TABLES[table.removeprefix("template_")].keys
-    rows = query(
-        url,
-        f"SELECT xmin::text AS xmin, * FROM {table} WHERE site = %s ORDER BY {', '.join(keys)}",
-        site,
-    )
-    return {"/".join(str(r[k]) for k in keys): r for r in rows}
-
-
-def sync_runs(url: str, site: str) -> list[dict[str, Any]]:
-    return query(url, "SELECT * FROM template_sync_runs WHERE site = %s ORDER BY id", site)
 
 
 # --- merge -------------------------------------------------------------------------------------
@@ -506,83 +419,6 @@ def test_order_items_are_keyed_by_order_and_line(url, site):
 # --- Dagster -----------------------------------------------------------------------------------
 
 
-def test_handle_output_writes_and_emits_metadata_without_emails(url, site):
-    user = {
-        "template_id": "u1",
-        "name": "Marie Curie",
-        "email": "marie@example.org",
-        "create_date": datetime(2024, 5, 1, 12, tzinfo=timezone.utc),
-        "role": "admin",
-        "site_name": "Atelier",
-        "extra": {},
-    }
-    manager = TemplatePostgresIOManager(database_url=url)
-    context = dg.build_output_context(
-        partition_key=site, asset_key=dg.AssetKey("users"), run_id="run-dagster"
-    )
-    manager.handle_output(context, snap(site, [user], entity="users"))
-
-    metadata = context.get_logged_metadata()
-    assert metadata["inserted"].value == 1 and metadata["dagster/row_count"].value == 1
-    assert metadata["table"].value == "template_users" and metadata["new_fields"].value == []
-    preview = metadata["preview"].value
-    assert "u1" in preview and "admin" in preview
-    assert "@" not in preview and "Marie" not in preview
-    assert sync_runs(url, site)[-1]["run_id"] == "run-dagster"
-
-
-def test_handle_output_refuses_a_snapshot_of_another_site(url, site):
-    manager = TemplatePostgresIOManager(database_url=url)
-    context = dg.build_output_context(partition_key=site, asset_key=dg.AssetKey("paintings"))
-    with pytest.raises(ValueError, match="returned for partition"):
-        manager.handle_output(context, snap("another-site", [painting(1)]))
-    assert table_rows(url, "another-site") == {}
-
-
-def test_load_input_returns_the_live_rows_of_the_partition(url, site):
-    rows = [painting(i) for i in range(3)]
-    sync(url, snap(site, rows))
-    sync(url, snap(site, rows[:2]))
-    sync(url, snap(f"{site}-x", [painting(9)]))
-    manager = TemplatePostgresIOManager(database_url=url)
-
-    frame = manager.load_input(
-        dg.build_input_context(asset_key=dg.AssetKey("paintings"), partition_key=site)
-    )
-
-    assert isinstance(frame, pd.DataFrame)
-    assert sorted(frame["template_id"]) == ["0", "1"]
-    assert set(frame["site"]) == {site} and frame["deleted_at"].isna().all()
-    assert {"price", "extra", "first_seen_at"} <= set(frame.columns)
-
-
-def test_materialize_writes_the_partition_and_feeds_downstream(url, site):
-    partitions = dg.StaticPartitionsDefinition([site])
-
-    @dg.asset(partitions_def=partitions, io_manager_key="template_io_manager")
-    def paintings(context):  # no annotations: this module's are strings (future import)
-        return snap(context.partition_key, [painting(1), painting(2)])
-
-    seen: dict[str, Any] = {}
-
-    @dg.asset(partitions_def=partitions)
-    def painting_report(paintings):
-        # The input is loaded by the Template IO manager: the live rows of this partition.
-        seen["ids"] = sorted(paintings["template_id"])
-
-    result = dg.materialize(
-        [paintings, painting_report],
-        partition_key=site,
-        resources={"template_io_manager": TemplatePostgresIOManager(database_url=url)},
-    )
-    assert result.success
-    [materialization] = result.asset_materializations_for_node("paintings")
-    assert materialization.metadata["inserted"].value == 2
-    assert materialization.metadata["dagster/row_count"].value == 2
-    assert sorted(table_rows(url, site)) == ["1", "2"]
-    assert seen["ids"] == ["1", "2"]
-
-
 # --- schema ------------------------------------------------------------------------------------
 
 
@@ -661,19 +497,6 @@ def test_refused_error_survives_pickling():
     )
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.site, copy.to_delete, str(copy)) == ("s", 9, str(error))
-
-
-@pytest.mark.parametrize(
-    ("rows", "expected"),
-    [
-        ([], "_no rows_"),
-        ([{"a": 1, "b": None}], "| a | b |\n|---|---|\n| 1 |  |"),
-        ([{"a": "x|y\nz"}], "| a |\n|---|\n| x\\|y z |"),
-        ([{"a": "é" * 80}], "| a |\n|---|\n| " + "é" * 57 + "... |"),
-    ],
-)
-def test_preview_markdown(rows, expected):
-    assert preview_markdown(rows) == expected
 
 
 def test_every_entity_has_a_table_spec():

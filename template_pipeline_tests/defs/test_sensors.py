@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 
 from template_pipeline.apps.simulator import Faults, SimSite, SimulatorServer
-from template_pipeline.defs.assets import ALL_ENTITIES
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.resources import DashboardDatabase, TemplateClientResource
 from template_pipeline.defs.sensors import (
@@ -31,6 +30,7 @@ from template_pipeline.defs.sensors.changes import (
 )
 from template_pipeline.defs.sensors.sites import SitesCursor
 from template_pipeline.defs.tags import SITE_TAG, TRIGGER_TAG
+from template_pipeline.domain.entities import NAMES as ALL_ENTITIES
 from template_pipeline.domain.sites import Site, write_sites_file
 from template_pipeline.store import db
 from template_pipeline.store.ops_tables import template_webhook_events

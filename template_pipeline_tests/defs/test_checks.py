@@ -6,7 +6,6 @@ means: a reject rate above the threshold on ``orders`` keeps ``order_items`` fro
 mass-delete refusal of the IO manager surfaces as a failed blocking ``mass_delete_guard`` check.
 """
 
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -16,12 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from template_pipeline.apps.simulator import SimSite, SimulatorServer
-from template_pipeline.defs.assets import (
-    ALL_ENTITIES,
-    order_items,
-    template_assets,
-    template_site_sync_job,
-)
+from template_pipeline.defs.assets import order_items, template_assets, template_site_sync_job
 from template_pipeline.defs.checks import (
     CHECK_RULES,
     MASS_DELETE_GUARD,
@@ -51,28 +45,16 @@ from template_pipeline.defs.resources import (
 from template_pipeline.defs.tags import IO_MANAGER_KEY, site_run_tags
 from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
 from template_pipeline.domain.entities import FETCHED as ENDPOINT_SPECS
+from template_pipeline.domain.entities import NAMES as ALL_ENTITIES
 from template_pipeline.domain.sites import write_sites_file
-from template_pipeline.domain.validation import validate_records, validate_stats
+from template_pipeline.domain.validation import validate_records
 from template_pipeline.store import db
 from template_pipeline.store.results import MassDeleteRefusedError
 from template_pipeline.store.tables import template_sync_runs
 from template_pipeline.store.writer import write_snapshot
+from template_pipeline_tests.fixtures.helpers import unique_site, write_records
 
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
-
-
-def _site() -> str:
-    return f"chk-{uuid.uuid4().hex[:8]}"
-
-
-def _write(url: str, site: str, entity: str, records: list[dict], run_id: str = "run-1"):
-    batch = (
-        ValidatedBatch(rows=[validate_stats(records[0])], fetched=1)
-        if entity == "stats"
-        else validate_records(entity, records)
-    )
-    snapshot = EntitySnapshot(site=site, entity=entity, batches=[batch])
-    return write_snapshot(url, snapshot, run_id=run_id)
 
 
 def _evaluate(url: str, evaluate, site: str, entity: str, run_id: str = "run-1", **settings):
@@ -160,9 +142,9 @@ def test_check_settings_reject_bad_values(monkeypatch, method, env, message):
     ],
 )
 def test_reject_rate(database_url, good, bad, passed, severity):
-    site = _site()
+    site = unique_site("chk")
     records = _paintings(good) + [{"id": 1000 + i, "price": "-1"} for i in range(bad)]
-    _write(database_url, site, "paintings", records)
+    write_records(database_url, site, "paintings", records)
     result = _evaluate(database_url, evaluate_reject_rate, site, "paintings")
     assert result.passed is passed
     if severity is not None:
@@ -175,17 +157,17 @@ def test_reject_rate(database_url, good, bad, passed, severity):
 
 
 def test_reject_rate_without_any_sync_is_a_warning(database_url):
-    _write(database_url, _site(), "paintings", _paintings(1))  # the schema exists
-    result = _evaluate(database_url, evaluate_reject_rate, _site(), "paintings")
+    write_records(database_url, unique_site("chk"), "paintings", _paintings(1))  # the schema exists
+    result = _evaluate(database_url, evaluate_reject_rate, unique_site("chk"), "paintings")
     assert not result.passed and result.severity == WARN
     assert "no successful sync" in result.description
 
 
 def test_unique_ids_reports_duplicates(database_url):
-    site = _site()
-    _write(database_url, site, "paintings", _paintings(3))
+    site = unique_site("chk")
+    write_records(database_url, site, "paintings", _paintings(3))
     assert _evaluate(database_url, evaluate_unique_ids, site, "paintings").passed
-    _write(database_url, site, "paintings", [*_paintings(3), *_paintings(2)], run_id="run-2")
+    write_records(database_url, site, "paintings", [*_paintings(3), *_paintings(2)], run_id="run-2")
     result = _evaluate(database_url, evaluate_unique_ids, site, "paintings", run_id="run-2")
     assert not result.passed and result.severity == WARN
     assert result.metadata["duplicates"].value == 2
@@ -194,9 +176,9 @@ def test_unique_ids_reports_duplicates(database_url):
 
 @pytest.mark.parametrize(("reported", "passed"), [(5, True), (6, True), (9, False)])
 def test_matches_site_stats(database_url, reported, passed):
-    site = _site()
-    _write(database_url, site, "paintings", [*_paintings(5), {"id": 99, "price": "1"}])
-    _write(database_url, site, "stats", [{"paintings": reported, "users": 1}])
+    site = unique_site("chk")
+    write_records(database_url, site, "paintings", [*_paintings(5), {"id": 99, "price": "1"}])
+    write_records(database_url, site, "stats", [{"paintings": reported, "users": 1}])
     result = _evaluate(database_url, evaluate_matches_site_stats, site, "paintings")
     assert result.passed is passed
     assert result.metadata["live_rows"].value == 5
@@ -206,16 +188,16 @@ def test_matches_site_stats(database_url, reported, passed):
 
 
 def test_order_totals_lists_the_first_mismatches(database_url):
-    site = _site()
+    site = unique_site("chk")
     orders = [
         _order(1, "30.00", (1, "10.00", 3)),
         _order(2, "25.00", (1, "10.00", 1), (2, "12.50", 1)),  # 22.50
         _order(3, "0.00"),  # no items: not checked
         _order(10, "5.00", (2, "2.50", 1)),  # 2.50
     ]
-    _write(database_url, site, "orders", orders[:1])
+    write_records(database_url, site, "orders", orders[:1])
     assert _evaluate(database_url, evaluate_order_totals, site, "orders").passed
-    _write(database_url, site, "orders", orders, run_id="run-2")
+    write_records(database_url, site, "orders", orders, run_id="run-2")
     result = _evaluate(database_url, evaluate_order_totals, site, "orders", run_id="run-2")
     assert not result.passed and result.severity == WARN
     assert result.metadata["mismatches"].value == 2
@@ -225,9 +207,9 @@ def test_order_totals_lists_the_first_mismatches(database_url):
 
 
 def test_items_reference_paintings(database_url):
-    site, other = _site(), _site()
-    _write(database_url, site, "paintings", _paintings(2))
-    _write(database_url, other, "paintings", _paintings(1, start=7))
+    site, other = unique_site("chk"), unique_site("chk")
+    write_records(database_url, site, "paintings", _paintings(2))
+    write_records(database_url, other, "paintings", _paintings(1, start=7))
     rows = [
         {
             "order_id": "1",
@@ -274,15 +256,15 @@ def test_items_reference_paintings(database_url):
 
 
 def test_mass_delete_guard_passes_and_fails(database_url):
-    site = _site()
-    _write(database_url, site, "paintings", _paintings(20))
-    _write(database_url, site, "paintings", _paintings(18), run_id="run-2")
+    site = unique_site("chk")
+    write_records(database_url, site, "paintings", _paintings(20))
+    write_records(database_url, site, "paintings", _paintings(18), run_id="run-2")
     result = _evaluate(database_url, evaluate_mass_delete_guard, site, "paintings", "run-2")
     assert result.passed
     assert result.metadata["deleted"].value == 2
     assert result.metadata["live_rows_before"].value == 20
     with pytest.raises(MassDeleteRefusedError):
-        _write(database_url, site, "paintings", _paintings(2), run_id="run-3")
+        write_records(database_url, site, "paintings", _paintings(2), run_id="run-3")
     result = _evaluate(database_url, evaluate_mass_delete_guard, site, "paintings", "run-3")
     assert not result.passed and result.severity == ERROR
     assert "refused" in result.description
@@ -290,8 +272,8 @@ def test_mass_delete_guard_passes_and_fails(database_url):
 
 
 def test_freshness(database_url):
-    site = _site()
-    _write(database_url, site, "users", [{"id": 1, "name": "Ana"}])
+    site = unique_site("chk")
+    write_records(database_url, site, "users", [{"id": 1, "name": "Ana"}])
     assert _evaluate(database_url, evaluate_freshness, site, "users").passed
     with db.get_engine(database_url).begin() as conn:
         conn.execute(
@@ -325,8 +307,8 @@ def test_freshness(database_url):
     ],
 )
 def test_site_name_present(database_url, settings, passed):
-    site = _site()
-    _write(database_url, site, "settings", settings)
+    site = unique_site("chk")
+    write_records(database_url, site, "settings", settings)
     result = _evaluate(database_url, evaluate_site_name_present, site, "settings")
     assert result.passed is passed
     if not passed:
@@ -361,7 +343,7 @@ def _started_steps(result: dg.ExecuteInProcessResult) -> set[str]:
 
 @pytest.fixture
 def simulated_site(tmp_path, monkeypatch) -> Iterator[tuple[SimulatorServer, str, str]]:
-    site = _site()
+    site = unique_site("chk")
     server = SimulatorServer([SimSite(key=site, api_key="k-" + site, invalid_ratio=0.0)]).start()
     try:
         path = write_sites_file(tmp_path / "sites.yaml", server.sites_file_entries())
@@ -428,7 +410,7 @@ class _GuardReportingIOManager(TemplatePostgresIOManager):
 
 
 def test_mass_delete_refusal_is_a_failed_blocking_check(database_url):
-    site = _site()
+    site = unique_site("chk")
     orders_to_serve = {"n": 20}
 
     @dg.asset(name="orders", partitions_def=sites_partitions, io_manager_key=IO_MANAGER_KEY)

@@ -33,19 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from template_pipeline.apps.cli import main
 from template_pipeline.apps.simulator import SimSite, SimulatorServer, api_key_env_name
 from template_pipeline.apps.sync import COUNT_COLUMNS
-from template_pipeline.defs.assets import ALL_ENTITIES
 from template_pipeline.defs.tags import SITE_TAG, TRIGGER_TAG
 from template_pipeline.domain import config
+from template_pipeline.domain.entities import NAMES as ALL_ENTITIES
 from template_pipeline.domain.sites import SITES_FILE_ENV, load_sites_file, write_sites_file
 from template_pipeline.source.client import TemplateClient
 from template_pipeline.store import db
+from template_pipeline_tests.fixtures.helpers import closed_port, query
 
 _SUFFIX = uuid.uuid4().hex[:6]
 GOOD, NAMED, REFUSED = f"cli-good-{_SUFFIX}", f"cli-named-{_SUFFIX}", f"cli-refused-{_SUFFIX}"
@@ -62,17 +61,6 @@ SECRETS = (REFUSED_KEY_VALUE, *(site.api_key for site in SIMULATED))
 CONSOLE_SCRIPT = Path(sys.executable).with_name("template-pipeline")
 # Bounds of the waits on a subprocess: a count and a deadline, never an open-ended loop.
 _POLL_S, _START_TIMEOUT_S = 0.05, 30.0
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def query(url: str, statement: str, *params: Any) -> list[dict[str, Any]]:
-    with psycopg.connect(db.libpq_conninfo(url), row_factory=dict_row) as conn:
-        return conn.execute(statement, params).fetchall()
 
 
 def summary_lines(output: str) -> dict[tuple[str, str], dict[str, Any]]:
@@ -374,7 +362,7 @@ def test_configuration_errors_exit_2_before_contacting_any_site(
 
 def test_health_reports_each_site_and_fails_when_one_is_down(setup, tmp_path, monkeypatch, capsys):
     server = setup.server
-    down = f"http://127.0.0.1:{_closed_port()}/t/down/"
+    down = f"http://127.0.0.1:{closed_port()}/t/down/"
     entries = [
         # The simulator also serves its first site at the root, without a path prefix.
         {"key": "root-site", "base_url": server.url, "api_key_env": "TP_HEALTH_GOOD"},
@@ -443,7 +431,7 @@ def _wait_for_port(port: int, process: subprocess.Popen) -> None:
 
 
 def test_simulate_writes_a_sites_file_it_then_serves(tmp_path):
-    port = _closed_port()
+    port = closed_port()
     sites_file = tmp_path / "simulated.yaml"
     process = subprocess.Popen(
         [

@@ -3,7 +3,7 @@
 Behaviour under test: the one ``Definitions`` object loads with no site, key, database URL or
 Dagster instance configured (secrets are read when a run starts, never at import); Dagster's own
 validation accepts it, in process and through ``dagster definitions validate`` from the repo
-root; and the asset graph is the contract of DESIGN.md: the eight entity assets, partitioned by
+root; and the asset graph is the contract of the README: the eight entity assets, partitioned by
 the ``template_sites`` dynamic partitions, ``order_items`` downstream of ``orders``, each with a
 group, kinds, a description and its table, all in the site sync job.
 """
