@@ -11,13 +11,15 @@ its own process, and a fresh Dashboard database.
 How the runs are asked for: the schedule itself ticks. Before the daemon starts, the schedule's
 state is written as "running since just before last night's 02:00", so the daemon's scheduler
 finds that tick missed and evaluates ``nightly_template_sync`` for it (the catch-up it would do
-after a deploy): the schedule's own code produces one ``RunRequest`` per site partition, the
-daemon creates the runs and submits them to the queue, and the queue launches them through the
-code location. Everything an operator's night pays for is measured, tick included. The sensors
-and the hourly health schedule are stopped for the benchmark: they would add runs of their own
-(the sites sensor asks a first sync of every new partition) that are not the nightly's.
+after a deploy): the schedule's own code produces one ``RunRequest`` per window of
+``TEMPLATE_SITES_PER_RUN`` sites (``--sites-per-run``), the daemon creates the runs and submits
+them to the queue, and the queue launches them through the code location. Everything an
+operator's night pays for is measured, tick included. The sensors and the hourly health schedule
+are stopped for the benchmark: they would add runs of their own (the sites sensor asks a first
+sync of every new partition) that are not the nightly's.
 
-One site (``--refused``) gets a wrong API key: its run must fail, alone.
+One site gets a wrong API key: it must fail alone (its partitions failed, every other site's
+materialised, though they share its run).
 
 Figures: wall time from the daemon's start to the end of the last run, sites per minute, and the
 CPU time of the processes involved, from the kernel's accounting: the run workers (children of
@@ -55,8 +57,9 @@ LOCATION_NAME = "template_pipeline"
 SITE_TAG = "template/site"
 TERMINAL_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 # What the issue states.
-TARGET_OVERHEAD_CPU_S = 2.0
-TARGET_1000_SITES_S = 30 * 60
+TARGET_CPU_PER_SITE_S = 0.5
+TARGET_1000_SITES_S = 10 * 60
+DEFAULT_SITES_PER_RUN = 50
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 POLL_S = 2.0
 # The scheduler's first iteration comes once the daemon has loaded the code location.
@@ -306,6 +309,7 @@ def wait_for_runs(
                 f"({', '.join(f'{k.lower()} {v}' for k, v in sorted(statuses.items()))})"
             )
         if len(records) >= expected and ended == len(records):
+            # A schedule that asked for fewer runs than expected would wait forever otherwise.
             return records
         if not records and elapsed > NO_TICK_TIMEOUT_S:
             raise common.BenchmarkError(
@@ -374,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="sites whose in-asset work is measured without Dagster (default 5)",
     )
     parser.add_argument(
+        "--sites-per-run",
+        type=int,
+        default=DEFAULT_SITES_PER_RUN,
+        help=f"TEMPLATE_SITES_PER_RUN of the deployment (default {DEFAULT_SITES_PER_RUN})",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=0.0, help="seconds to wait for the runs (default: auto)"
     )
     parser.add_argument(
@@ -400,7 +410,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     refused = keys[len(keys) // 2]
     server_url, source = common.database_server_url()
     figures: dict[str, Any] = {"sites": args.sites, "refused_site": refused, "database": source}
-    timeout = args.timeout or max(900.0, args.sites * 20.0)
+    timeout = args.timeout or max(900.0, args.sites * 3.0)
+    per_run = args.sites_per_run
+    expected_runs = -(-args.sites // per_run)
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(common.workdir("nightly", args.keep)))
         dashboard_url = stack.enter_context(
@@ -430,6 +442,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "DAGSTER_POSTGRES_URL": db.dagster_storage_url(instance_url),
                 "DASHBOARD_DATABASE_URL": dashboard_url,
                 "TEMPLATE_SITES_FILE": str(work / "sites.yaml"),
+                "TEMPLATE_SITES_PER_RUN": str(per_run),
             }
         )
         env.update(common.write_sites(work / "sites.yaml", simulator, refused=frozenset({refused})))
@@ -449,7 +462,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         common.interrupt_on_signals()  # loading the workspace replaced the SIGINT handler
         started = time.time()
         with Deployment(env, work) as deployment:
-            records = wait_for_runs(instance, deployment, len(keys), timeout)
+            records = wait_for_runs(instance, deployment, expected_runs, timeout)
             finished = time.time()
             # Run workers' last moments (and their log tails) are part of the night.
             deadline = time.monotonic() + 30
@@ -471,8 +484,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         common.progress(f"{len(records)} runs ended in {finished - started:.0f} s; daemon stopped")
         figures["wall"] = _wall_figures(records, started, finished)
-        figures["runs"] = _run_figures(records, refused)
         figures["isolation"] = _isolation(instance, dashboard_url, keys, refused)
+        figures["runs"] = _run_figures(records, refused, figures["isolation"], per_run)
 
         # The daemon is stopped and the simulator idle: the in-asset reference, on the same
         # sites, into a database of its own (a first sync, like the night's).
@@ -517,18 +530,16 @@ def _wall_figures(records: list[Any], started: float, finished: float) -> dict[s
     }
 
 
-def _run_figures(records: list[Any], refused: str) -> dict[str, Any]:
-    by_site: dict[str, list[str]] = {}
-    for record in records:
-        run = record.dagster_run
-        by_site.setdefault(run.tags.get(SITE_TAG, "?"), []).append(run.status.value)
-    failed = sorted(site for site, statuses in by_site.items() if "SUCCESS" not in statuses)
+def _run_figures(
+    records: list[Any], refused: str, isolation: dict[str, Any], per_run: int
+) -> dict[str, Any]:
+    failed = sorted(isolation["failed_sites"])
     return {
         "count": len(records),
+        "sites_per_run": per_run,
         "statuses": dict(Counter(r.dagster_run.status.value for r in records)),
         "failed_sites": failed,
         "only_refused_failed": failed == [refused],
-        "runs_per_site_max": max((len(v) for v in by_site.values()), default=0),
     }
 
 
@@ -552,7 +563,9 @@ def _isolation(instance: Any, dashboard_url: str, keys: list[str], refused: str)
             "FROM template_sync_runs GROUP BY site"
         ).fetchall()
     synced = {site: (int(ok), int(total)) for site, ok, total in rows}
+    failed = [k for k in keys if not all(k in parts for parts in materialised.values())]
     return {
+        "failed_sites": failed,
         "sites_fully_materialised": len(complete),
         "good_sites": len(good),
         "refused_site_materialised_entities": refused_partitions,
@@ -576,9 +589,9 @@ def summarise(figures: dict[str, Any]) -> tuple[str, list[list[str]]]:
     by_kind = cpu["by_kind_s"]
     total_per_run = cpu["total_s"] / run_count
     worker_per_run = by_kind.get("run worker", 0.0) / run_count
+    total_per_site = cpu["total_s"] / sites
+    worker_per_site = by_kind.get("run worker", 0.0) / sites
     in_asset_cpu = sum(s["cpu_s"] for s in in_asset) / max(len(in_asset), 1)
-    worker_overhead = worker_per_run - in_asset_cpu
-    total_overhead = total_per_run - in_asset_cpu
     sites_per_min = sites / (wall["total_s"] / 60)
     extrapolated_1000 = wall["total_s"] / sites * 1000
 
@@ -586,7 +599,8 @@ def summarise(figures: dict[str, Any]) -> tuple[str, list[list[str]]]:
         f"machine: {figures['machine']}",
         f"database: {figures['database']}; instance configuration: {figures['dagster_yaml']}",
         f"sites: {sites} (the simulator's default sizes: 40 paintings, 15 users, 25 orders, "
-        f"...), one with a refused key: {figures['refused_site']}",
+        f"...), one with a refused key: {figures['refused_site']}; "
+        f"{runs.get('sites_per_run', '?')} sites a run",
         "instigators: " + ", ".join(f"{k} {v}" for k, v in figures["instigators"].items()),
         "",
     ]
@@ -608,9 +622,10 @@ def summarise(figures: dict[str, Any]) -> tuple[str, list[list[str]]]:
             f"{total_per_run:.2f} s",
         ],
         ["CPU per run: the run worker process", f"{worker_per_run:.2f} s"],
+        ["CPU per site: the run workers", f"{worker_per_site:.3f} s"],
         [
-            "CPU per site: in-asset work without Dagster",
-            f"{in_asset_cpu:.2f} s (mean of {len(in_asset)} sites)",
+            "CPU per site: in-asset work without Dagster (reference)",
+            f"{in_asset_cpu:.3f} s (mean of {len(in_asset)} sites, one at a time)",
         ],
     ]
     lines.append(common.render_table(["figure", "measured"], rows))
@@ -632,27 +647,21 @@ def summarise(figures: dict[str, Any]) -> tuple[str, list[list[str]]]:
     )
     targets = [
         [
-            "overhead CPU per site run: run worker - in-asset work",
-            f"{worker_overhead:.2f} s",
-            f"<= {TARGET_OVERHEAD_CPU_S:.0f} s",
-            common.verdict(worker_overhead <= TARGET_OVERHEAD_CPU_S),
-        ],
-        [
-            "  the same, counting every process of the deployment",
-            f"{total_overhead:.2f} s",
-            f"<= {TARGET_OVERHEAD_CPU_S:.0f} s",
-            common.verdict(total_overhead <= TARGET_OVERHEAD_CPU_S),
+            "CPU per site, every process of the deployment",
+            f"{total_per_site:.3f} s",
+            f"<= {TARGET_CPU_PER_SITE_S} s",
+            common.verdict(total_per_site <= TARGET_CPU_PER_SITE_S),
         ],
         [
             f"1000 sites (measured {sites}, extrapolated linearly)"
             if sites != 1000
             else "1000 sites",
             common.fmt_s(extrapolated_1000),
-            "<= 30 min",
+            "<= 10 min",
             common.verdict(extrapolated_1000 <= TARGET_1000_SITES_S),
         ],
         [
-            "a failing site fails only its own run and partitions",
+            "a failing site fails alone (its partitions only, in a shared run)",
             "yes" if isolated else "no",
             "yes",
             common.verdict(isolated),

@@ -105,9 +105,10 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
 
     from template_pipeline.apps import sync
     from template_pipeline.definitions import defs
+    from template_pipeline.defs.assets import SYNC_JOB_NAME
     from template_pipeline.domain.entities import NAMES as ALL_ENTITIES
 
-    defs.resolve_job_def(sync.JOB_NAME)  # what the first run would build anyway
+    defs.resolve_job_def(SYNC_JOB_NAME)  # what the first run would build anyway
     imported = time.perf_counter()
     instance = dg.DagsterInstance.ephemeral()
     sync.register_site_partitions(instance, [args.site])

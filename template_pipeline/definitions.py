@@ -9,7 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from template_pipeline.defs.assets import template_assets, template_site_sync_job
-from template_pipeline.defs.checks import template_checks
+from template_pipeline.defs.checks import freshness_checks
 from template_pipeline.defs.health import template_health_job
 from template_pipeline.defs.io_manager import TemplatePostgresIOManager
 from template_pipeline.defs.resources import (
@@ -17,6 +17,7 @@ from template_pipeline.defs.resources import (
     DashboardDatabase,
     TemplateCheckSettings,
     TemplateClientResource,
+    TemplateSyncSettings,
 )
 from template_pipeline.defs.schedules import template_schedules
 from template_pipeline.defs.sensors import template_sensors
@@ -33,18 +34,19 @@ def build_resources() -> dict[str, object]:
         "dashboard_database": DashboardDatabase(database_url=database_url),
         # Thresholds and the alert webhook come from the environment when unset here.
         "template_check_settings": TemplateCheckSettings(),
+        "template_sync_settings": TemplateSyncSettings(),
         "alert_sinks": AlertSinks(),
     }
 
 
 defs = dg.Definitions(
     assets=template_assets,
-    asset_checks=template_checks,
+    asset_checks=[freshness_checks],
     jobs=[template_site_sync_job, template_health_job],
     schedules=template_schedules,
     sensors=template_sensors,
     resources=build_resources(),
-    # Site runs are a handful of I/O-bound steps: running them in the run's own process avoids
-    # starting a Python process per step (seconds each, the dominant cost of a nightly sync).
+    # A sync run is one step; the health job two small ones: running them in the run's own
+    # process avoids starting a Python process per step (seconds each).
     executor=dg.in_process_executor,
 )

@@ -8,16 +8,15 @@ reads a site's live rows back for downstream assets, as a DataFrame.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
-from template_pipeline.defs.checks.refusals import report_refused_sync
+from template_pipeline.defs.sync.metadata import sync_metadata
 from template_pipeline.domain.batches import EntitySnapshot
 from template_pipeline.store.reads import read_live_rows
-from template_pipeline.store.results import MassDeleteRefusedError, SyncResult
+from template_pipeline.store.results import MassDeleteRefusedError
 from template_pipeline.store.writer import write_snapshot
 
 if TYPE_CHECKING:
@@ -69,10 +68,7 @@ class TemplatePostgresIOManager(dg.ConfigurableIOManager):
                 log=context.log,
             )
         except MassDeleteRefusedError as exc:
-            # The step fails either way; this also shows the refusal as a failed blocking
-            # mass_delete_guard check of the asset for the site. Not retried: the RetryPolicy
-            # would only fetch the same short list again, minutes apart.
-            report_refused_sync(context, exc)
+            # Not retried: a retry would only fetch the same short list again, minutes apart.
             raise dg.Failure(
                 description=str(exc),
                 metadata={
@@ -108,38 +104,6 @@ class TemplatePostgresIOManager(dg.ConfigurableIOManager):
                 f"input {entity!r}: the 'columns' metadata must be a list of column names"
             )
         return read_live_rows(self.database_url, entity, site, columns)
-
-
-def sync_metadata(result: SyncResult) -> dict[str, Any]:
-    """Dagster materialisation metadata for a sync: counts, duration, a safe preview."""
-    return {
-        **result.counts(),
-        "new_fields": dg.MetadataValue.json(list(result.new_fields)),
-        "duration_s": dg.MetadataValue.float(round(result.duration_s, 3)),
-        "table": dg.MetadataValue.text(result.table),
-        "dagster/table_name": result.table,
-        "dagster/row_count": int(result.live_rows),
-        "dagster/partition_row_count": int(result.live_rows),
-        "preview": dg.MetadataValue.md(preview_markdown(result.preview)),
-    }
-
-
-def preview_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    if not rows:
-        return "_no rows_"
-    columns = list(rows[0])
-
-    def cell(value: Any) -> str:
-        text = "" if value is None else str(value)
-        text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    lines = [
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
-        *("| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows),
-    ]
-    return "\n".join(lines)
 
 
 def _describe_asset(context: dg.OutputContext) -> str:

@@ -176,3 +176,37 @@ class AlertSinks(dg.ConfigurableResource):
             log=log,
             timeout=(self.connect_timeout, self.read_timeout),
         )
+
+
+class TemplateSyncSettings(dg.ConfigurableResource):
+    """How a run syncs its sites; unset fields come from the environment, then the defaults."""
+
+    sync_workers: int | None = Field(
+        default=None,
+        description=f"Sites synced side by side in one run (threads: network and database "
+        f"bound); default {config.SYNC_WORKERS.name} or {config.SYNC_WORKERS.default}.",
+    )
+    full_export_records: int | None = Field(
+        default=None,
+        description="A site serving at most this many records is read through its full export "
+        f"(one request); default {config.FULL_EXPORT_MAX_RECORDS.name} or "
+        f"{config.FULL_EXPORT_MAX_RECORDS.default}.",
+    )
+    lock_wait_s: float | None = Field(
+        default=None,
+        description="How long a run waits for a site another run is writing before failing it; "
+        f"default {config.SITE_LOCK_WAIT_S.name} or {config.SITE_LOCK_WAIT_S.default}.",
+    )
+
+    @property
+    def workers(self) -> int:
+        return max(1, int(_setting(self.sync_workers, config.SYNC_WORKERS, "sync_workers")))
+
+    @property
+    def full_export_max_records(self) -> int:
+        value = _setting(self.full_export_records, config.FULL_EXPORT_MAX_RECORDS, "full_export")
+        return int(value)
+
+    @property
+    def site_lock_wait_s(self) -> float:
+        return _setting(self.lock_wait_s, config.SITE_LOCK_WAIT_S, "lock_wait_s")

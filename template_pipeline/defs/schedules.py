@@ -1,8 +1,9 @@
 """Schedules: the nightly sync of every site, and the hourly health job.
 
 ``nightly_template_sync`` (02:00 Europe/Paris) asks for one run of ``template_site_sync`` per
-registered site partition: a site that fails fails its own run only, and the run queue
-(``dagster.yaml``) runs at most one run per ``template/site`` tag value at a time.
+window of ``TEMPLATE_SITES_PER_RUN`` registered sites (a partition range): a site that fails
+fails only its own partitions, and the run queue (``dagster.yaml``) runs one run per window at
+a time.
 
 ``hourly_template_health`` (every hour at :10, Europe/Paris) launches ``template_health``
 (:mod:`template_pipeline.defs.health`).
@@ -16,8 +17,8 @@ import dagster as dg
 
 from template_pipeline.defs.assets import template_site_sync_job
 from template_pipeline.defs.health import template_health_job
-from template_pipeline.defs.partitions import sites_partitions
-from template_pipeline.defs.tags import TRIGGER_TAG, site_run_tags
+from template_pipeline.defs.run_requests import ordered_sites, sync_request, windows
+from template_pipeline.defs.tags import TRIGGER_TAG
 
 SCHEDULE_TIMEZONE = "Europe/Paris"
 
@@ -29,16 +30,15 @@ NIGHTLY_CRON = "0 2 * * *"
 HOURLY_HEALTH_CRON = "10 * * * *"
 
 
-def nightly_run_requests(sites: Sequence[str], scheduled: datetime) -> list[dg.RunRequest]:
-    """One run request per site; the run key makes a re-evaluated tick ask for nothing new."""
+def nightly_run_requests(
+    sites: Sequence[str], scheduled: datetime, *, size: int | None = None
+) -> list[dg.RunRequest]:
+    """One run per window of sites (in registration order); the run keys make a re-evaluated
+    tick ask for nothing new."""
     day = scheduled.astimezone(ZoneInfo(SCHEDULE_TIMEZONE)).date().isoformat()
     return [
-        dg.RunRequest(
-            run_key=f"nightly:{day}:{site}",
-            partition_key=site,
-            tags={**site_run_tags(site), TRIGGER_TAG: "nightly"},
-        )
-        for site in sorted(sites)
+        sync_request(window, run_key=f"nightly:{day}:{window[0]}..{window[-1]}", trigger="nightly")
+        for window in windows(sites, size=size)
     ]
 
 
@@ -48,12 +48,13 @@ def nightly_run_requests(sites: Sequence[str], scheduled: datetime) -> list[dg.R
     execution_timezone=SCHEDULE_TIMEZONE,
     job=template_site_sync_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every night at 02:00 Europe/Paris: one full sync run per registered site.",
+    description="Every night at 02:00 Europe/Paris: a full sync of every registered site, "
+    "TEMPLATE_SITES_PER_RUN sites a run.",
 )
 def nightly_template_sync(
     context: dg.ScheduleEvaluationContext,
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    sites = context.instance.get_dynamic_partitions(sites_partitions.name)
+    sites = ordered_sites(context.instance)
     if not sites:
         return dg.SkipReason(
             "no site partition is registered yet: template_sites_sensor adds them from the "

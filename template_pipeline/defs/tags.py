@@ -8,6 +8,8 @@ IO_MANAGER_KEY = "dashboard_io_manager"
 SITE_TAG = "template/site"
 # Who asked for a run: cli, nightly, sensor names, webhook... (shown in the UI's run list).
 TRIGGER_TAG = "template/trigger"
+# The window of sites a ranged run covers ("first..last"): one run per window at a time.
+BATCH_TAG = "template/batch"
 
 
 def site_run_tags(site: str, trigger: str | None = None) -> dict[str, str]:

@@ -12,7 +12,10 @@ import gc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from template_pipeline.domain.changes import ChangeFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,9 @@ class EntitySnapshot:
     batches: Iterable[ValidatedBatch]
     # Base URL of the site, for messages and previews (never the API key).
     source: str = ""
+    # When the asset filtered unchanged records out (domain.changes), what it let off: the
+    # writer needs their keys to tell them from records the site stopped serving.
+    changes: ChangeFilter | None = None
 
 
 @contextmanager

@@ -108,6 +108,27 @@ MIN_REJECTS_FOR_ERROR = _var(
 FRESHNESS_HOURS = _var(
     "TEMPLATE_FRESHNESS_HOURS", "26", "freshness window of the freshness checks, in hours"
 )
+SITES_PER_RUN = _var(
+    "TEMPLATE_SITES_PER_RUN",
+    "50",
+    "sites synced by one Dagster run (nightly, sensors, template-pipeline sync)",
+)
+RUN_MAX_RUNTIME_S = _var(
+    "TEMPLATE_RUN_MAX_RUNTIME_S",
+    "14400",
+    "run monitoring fails a sync run running longer than this (frees its queue slot)",
+)
+SYNC_WORKERS = _var("TEMPLATE_SYNC_WORKERS", "4", "sites synced side by side within one run")
+FULL_EXPORT_MAX_RECORDS = _var(
+    "TEMPLATE_FULL_EXPORT_MAX_RECORDS",
+    "2000",
+    "a site announcing at most this many records is read through its full export (one request)",
+)
+SITE_LOCK_WAIT_S = _var(
+    "TEMPLATE_SITE_LOCK_WAIT_S",
+    "600",
+    "how long a run waits for a site that another run is writing before failing it",
+)
 WEBHOOK_SECRETS = _var(
     "TEMPLATE_WEBHOOK_SECRET_*",
     None,

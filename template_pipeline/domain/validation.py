@@ -106,7 +106,7 @@ def _reject(spec: _Spec, raw: Any, parts: list[str], ctx: RowContext) -> Reject:
 
 
 def _validate(
-    spec: _Spec, records: list[Any], ctx: RowContext
+    spec: _Spec, records: list[Any], ctx: RowContext, hashes: Sequence[int | None] | None = None
 ) -> tuple[list[dict[str, Any]], list[Any], list[Reject]]:
     """Rows (with the raw record of each) and rejects of one page, in one validation pass."""
     problems: dict[int, list[str]] = {}
@@ -131,10 +131,13 @@ def _validate(
                 existing.extend(part for part in error_parts(result.errors) if part not in existing)
             elif index not in problems:
                 try:
-                    rows.append(build(result, ctx))
+                    row = build(result, ctx)
                 except RowError as exc:
                     problems[index] = [str(exc)]
                 else:
+                    if hashes is not None:
+                        row["content_hash"] = hashes[index]
+                    rows.append(row)
                     sources.append(records[index])
     rejects = [_reject(spec, records[index], problems[index], ctx) for index in sorted(problems)]
     return rows, sources, rejects
@@ -158,7 +161,11 @@ def _drop_duplicate_settings(
 
 
 def validate_records(
-    entity: str, records: Sequence[Any], *, base_url: str | None = None
+    entity: str,
+    records: Sequence[Any],
+    *,
+    base_url: str | None = None,
+    hashes: Sequence[int | None] | None = None,
 ) -> ValidatedBatch:
     """Validate one page of raw ``entity`` records into table rows and rejects.
 
@@ -173,6 +180,8 @@ def validate_records(
     is its write order, and quarantining the earlier values keeps them visible instead of
     dropping them). Duplicate ``template_id``s of the other entities are left to the IO manager,
     which sees every page.
+
+    ``hashes`` (one per record, see ``domain.changes``) become the rows' ``content_hash``.
     """
     spec = _SPECS.get(entity)
     if spec is None:
@@ -184,7 +193,7 @@ def validate_records(
     records = records if isinstance(records, list) else list(records)
     ctx = RowContext(image_url=image_url_joiner(base_url), seen=set())
     with gc_paused():
-        rows, sources, rejects = _validate(spec, records, ctx) if records else ([], [], [])
+        rows, sources, rejects = _validate(spec, records, ctx, hashes) if records else ([], [], [])
     if entity == "settings":
         rows, duplicates = _drop_duplicate_settings(rows, sources)
         rejects.extend(duplicates)

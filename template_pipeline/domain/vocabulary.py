@@ -23,6 +23,25 @@ Severity = Literal["INFO", "WARN", "ERROR"]
 ALERT_SEVERITIES: tuple[str, ...] = get_args(Severity)  # in increasing order of gravity
 WebhookStatus = Literal["sent", "failed", "disabled"]
 
+# Why a site or an entity could not be synced, in the words the CLI, the alerts and the fleet
+# view use: the key was refused, the site could not be reached, the endpoint does not exist, the
+# site answered nonsense, the data broke a rule as a whole, the mass-delete guard refused it,
+# the database failed, the configuration is wrong, another run holds the site, time ran out.
+FailureKind = Literal[
+    "auth",
+    "unreachable",
+    "not found",
+    "bad response",
+    "bad data",
+    "refused",
+    "database",
+    "config",
+    "busy",
+    "deadline",
+    "internal",
+]
+FAILURE_KINDS: tuple[str, ...] = get_args(FailureKind)
+
 # template_site_health
 HealthStatus = Literal["up", "down"]
 HEALTH_STATUSES: tuple[str, ...] = get_args(HealthStatus)

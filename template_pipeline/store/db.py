@@ -77,11 +77,23 @@ def get_engine(url: str) -> sa.Engine:
     return sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True)
 
 
+# Session settings of every connection of the write path, set before its first statement.
+SESSION_SETTINGS: dict[str, str] = {
+    # Keep a big site's staging table in memory (it is read by several statements); this can
+    # only be set before the session's first temporary table.
+    "temp_buffers": "128MB",
+}
+
+
 def connect(url: str):
     """A raw psycopg 3 connection (autocommit off): the IO manager's COPY path needs it."""
     import psycopg
 
-    return psycopg.connect(libpq_conninfo(url))
+    conn = psycopg.connect(libpq_conninfo(url))
+    for name, value in SESSION_SETTINGS.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+    conn.commit()
+    return conn
 
 
 def ensure_database(server_url: str, database: str) -> None:

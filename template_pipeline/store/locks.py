@@ -7,8 +7,12 @@ processes of every deployment agree on them without a registry.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
+import psycopg
 import sqlalchemy as sa
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
@@ -43,3 +47,45 @@ def xact_lock_sa(conn: sa.Connection, *parts: str) -> None:
         sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"),
         {"name": lock_name(*parts)},
     )
+
+
+class SiteBusyError(RuntimeError):
+    """Another run holds the site's lock for longer than this run may wait."""
+
+
+@contextmanager
+def site_lock(
+    conn: psycopg.Connection, site: str, *, wait_s: float, poll_s: float = 0.2
+) -> Iterator[None]:
+    """Hold the site's session-level advisory lock on ``conn`` while the body runs.
+
+    One run writes a site at a time, whatever launched it (a batch, a single-site run from the
+    UI, the CLI): the run queue's per-partition limit cannot see the sites inside a ranged run.
+    The lock is polled (never a server-side wait without limit) and a session lock dies with
+    its connection, so a killed run never leaves a site locked.
+    """
+    name = lock_name("site", site)
+    deadline = time.monotonic() + wait_s
+    while True:
+        acquired = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,)
+        ).fetchone()
+        conn.commit()
+        if acquired and acquired[0]:
+            break
+        if time.monotonic() >= deadline:
+            raise SiteBusyError(
+                f"site {site!r}: another run has been writing this site for more than "
+                f"{wait_s:g} s; this run leaves it alone"
+            )
+        time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        if not conn.closed and not conn.broken:
+            try:
+                conn.rollback()
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
+                conn.commit()
+            except psycopg.Error:
+                conn.close()  # closing the session releases the lock on the server

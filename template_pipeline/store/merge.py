@@ -8,15 +8,18 @@ guard decides before anything is written.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from template_pipeline.domain.changes import ChangeFilter
+from template_pipeline.store import merge_sql
 from template_pipeline.store.idents import idents
 from template_pipeline.store.results import MassDeleteRefusedError, SyncResult
-from template_pipeline.store.staging import ORD, ORD_ID, STAGE
+from template_pipeline.store.staging import ORD_ID, STAGE
 from template_pipeline.store.tables import TableSpec
 
 
@@ -64,42 +67,6 @@ def count_rows(cur: psycopg.Cursor, table: sql.Identifier, site: str, *, live_on
 
 
 @dataclass(frozen=True)
-class _Fragments:
-    """The pieces of SQL every statement of one table's merge shares (identifiers only)."""
-
-    table: sql.Identifier
-    key_match: sql.Composable  # t.<key> = s.<key> AND ...
-    changed: sql.Composable  # (t.<compared>) IS DISTINCT FROM (s.<compared>)
-    assign: sql.Composable  # <compared> = s.<compared>, ...
-    cols: sql.Composable  # the data columns
-    s_cols: sql.Composable  # s.<data columns>
-    t_key: sql.Identifier
-    s_ord: sql.Identifier
-
-
-@cache
-def _fragments(spec: TableSpec) -> _Fragments:
-    compared = spec.compared_columns
-    return _Fragments(
-        table=sql.Identifier(spec.name),
-        key_match=sql.SQL(" AND ").join(
-            sql.SQL("{} = {}").format(sql.Identifier("t", k), sql.Identifier("s", k))
-            for k in spec.keys
-        ),
-        changed=sql.SQL("({}) IS DISTINCT FROM ({})").format(
-            idents(compared, "t"), idents(compared, "s")
-        ),
-        assign=sql.SQL(", ").join(
-            sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("s", c)) for c in compared
-        ),
-        cols=idents(spec.data_columns),
-        s_cols=idents(spec.data_columns, "s"),
-        t_key=sql.Identifier("t", spec.keys[0]),
-        s_ord=sql.Identifier("s", ORD),
-    )
-
-
-@dataclass(frozen=True)
 class _Plan:
     """How many keys each statement would touch, counted before anything is written."""
 
@@ -116,119 +83,68 @@ def merge_stage(
     site: str,
     result: SyncResult,
     run_id: str,
-    max_delete_fraction: float,
-    min_rows_for_guard: int,
+    guard: Guard,
+    changes: ChangeFilter | None = None,
+    staged_keys: Iterable[Any] = (),
 ) -> None:
-    """Apply the deduplicated staging table to the site's rows, writing only what changed."""
-    f = _fragments(spec)
-    plan = _classify(cur, f, site)
-    distinct_rows = result.valid - result.duplicates
-    if refuse(
-        plan.live_before, plan.to_delete, distinct_rows, max_delete_fraction, min_rows_for_guard
-    ):
-        result.deleted = plan.to_delete
-        raise MassDeleteRefusedError(
-            site=site,
-            entity=spec.entity,
-            live_rows=plan.live_before,
-            to_delete=plan.to_delete,
-            max_delete_fraction=max_delete_fraction,
-            min_rows_for_guard=min_rows_for_guard,
+    """Apply the deduplicated staging table to the site's rows, writing only what changed.
+
+    With ``changes`` (the asset filtered unchanged records out), the stage holds only new and
+    changed records: the rows the site stopped serving are the live rows whose key is neither
+    staged nor among the unchanged ones, found from the hashes loaded before the sync.
+    """
+    f = merge_sql.fragments(spec)
+    deleted_keys: list[Any] | None = None
+    if changes is None:
+        plan = _Plan(*merge_sql.classify_full(cur, f, spec, site))
+        kept = result.valid - result.duplicates
+    else:
+        normalise = changes.known.normalise
+        present = set(changes.unchanged)
+        present.update(normalise(key) for key in staged_keys)
+        deleted_keys = [key for key in changes.known.hashes if key not in present]
+        plan = _Plan(
+            len(changes.known.hashes), len(deleted_keys), *merge_sql.classify_staged(cur, f, site)
         )
-    # Only the statements with work to do run: an unchanged re-sync stops after _classify.
+        kept = len(present)
+    guard.check(spec.entity, site, plan.live_before, plan.to_delete, kept, result)
+    # Only the statements with work to do run: an unchanged re-sync writes nothing.
     if plan.to_delete:
-        result.deleted = _soft_delete(cur, f, site, run_id)
+        result.deleted = (
+            merge_sql.soft_delete_missing(cur, f, site, run_id)
+            if deleted_keys is None
+            else merge_sql.soft_delete_keys(cur, f, site, run_id, deleted_keys)
+        )
     if plan.to_restore:
-        result.restored = _restore(cur, f, site, run_id)
+        result.restored = merge_sql.restore(cur, f, site, run_id)
     if plan.to_update:
-        result.updated = _update(cur, f, site, run_id)
+        result.updated = merge_sql.update(cur, f, site, run_id)
     if plan.to_insert:
-        result.inserted = _insert(cur, f, site, run_id)
-    result.unchanged = distinct_rows - result.inserted - result.updated - result.restored
+        result.inserted = merge_sql.insert(cur, f, site, run_id)
+    result.unchanged = kept - result.inserted - result.updated - result.restored
     result.live_rows = plan.live_before - result.deleted + result.inserted + result.restored
 
 
-def _classify(cur: psycopg.Cursor, f: _Fragments, site: str) -> _Plan:
-    """One pass over staging and the site's rows classifies every key."""
-    cur.execute(
-        sql.SQL(
-            "SELECT "
-            "count(*) FILTER (WHERE {t_key} IS NOT NULL AND t.deleted_at IS NULL), "
-            "count(*) FILTER (WHERE {s_ord} IS NULL AND t.deleted_at IS NULL), "
-            "count(*) FILTER (WHERE {s_ord} IS NOT NULL AND t.deleted_at IS NOT NULL), "
-            "count(*) FILTER (WHERE {s_ord} IS NOT NULL AND {t_key} IS NOT NULL "
-            "AND t.deleted_at IS NULL AND {changed}), "
-            "count(*) FILTER (WHERE {t_key} IS NULL) "
-            "FROM {stage} s FULL JOIN "
-            "(SELECT {cols}, deleted_at FROM {table} WHERE site = %s) t ON {match}"
-        ).format(
-            t_key=f.t_key,
-            s_ord=f.s_ord,
-            changed=f.changed,
-            stage=STAGE,
-            cols=f.cols,
-            table=f.table,
-            match=f.key_match,
-        ),
-        (site,),
-    )
-    row = cur.fetchone()
-    assert row is not None  # an aggregate always returns one row
-    return _Plan(*(int(n) for n in row))
+@dataclass(frozen=True)
+class Guard:
+    """The mass-delete guard's settings (see ``writer.write_snapshot``)."""
 
+    max_delete_fraction: float = 0.5
+    min_rows_for_guard: int = 10
 
-def _soft_delete(cur: psycopg.Cursor, f: _Fragments, site: str, run_id: str) -> int:
-    cur.execute(
-        sql.SQL(
-            "UPDATE {table} t SET deleted_at = now(), synced_at = now(), last_run_id = %s "
-            "WHERE t.site = %s AND t.deleted_at IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {match})"
-        ).format(table=f.table, stage=STAGE, match=f.key_match),
-        (run_id, site),
-    )
-    return cur.rowcount
-
-
-def _restore(cur: psycopg.Cursor, f: _Fragments, site: str, run_id: str) -> int:
-    # Rows that come back take the new content; updated_at moves only if that content differs
-    # from what was kept when the row was deleted.
-    cur.execute(
-        sql.SQL(
-            "UPDATE {table} t SET {assign}, deleted_at = NULL, "
-            "updated_at = CASE WHEN {changed} THEN now() ELSE t.updated_at END, "
-            "synced_at = now(), last_run_id = %s "
-            "FROM {stage} s WHERE t.site = %s AND {match} AND t.deleted_at IS NOT NULL"
-        ).format(table=f.table, assign=f.assign, changed=f.changed, stage=STAGE, match=f.key_match),
-        (run_id, site),
-    )
-    return cur.rowcount
-
-
-def _update(cur: psycopg.Cursor, f: _Fragments, site: str, run_id: str) -> int:
-    # The IS DISTINCT FROM filter is what keeps unchanged rows unwritten (no new row version,
-    # no WAL); INSERT ... ON CONFLICT DO UPDATE would lock, so rewrite, each one.
-    cur.execute(
-        sql.SQL(
-            "UPDATE {table} t SET {assign}, updated_at = now(), synced_at = now(), "
-            "last_run_id = %s FROM {stage} s "
-            "WHERE t.site = %s AND {match} AND t.deleted_at IS NULL AND {changed}"
-        ).format(table=f.table, assign=f.assign, stage=STAGE, match=f.key_match, changed=f.changed),
-        (run_id, site),
-    )
-    return cur.rowcount
-
-
-def _insert(cur: psycopg.Cursor, f: _Fragments, site: str, run_id: str) -> int:
-    cur.execute(
-        sql.SQL(
-            "INSERT INTO {table} "
-            "(site, {cols}, first_seen_at, updated_at, synced_at, last_run_id) "
-            "SELECT %s, {s_cols}, now(), now(), now(), %s FROM {stage} s "
-            "WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.site = %s AND {match})"
-        ).format(table=f.table, cols=f.cols, s_cols=f.s_cols, stage=STAGE, match=f.key_match),
-        (site, run_id, site),
-    )
-    return cur.rowcount
+    def check(
+        self, entity: str, site: str, live: int, to_delete: int, kept: int, result: SyncResult
+    ) -> None:
+        if refuse(live, to_delete, kept, self.max_delete_fraction, self.min_rows_for_guard):
+            result.deleted = to_delete
+            raise MassDeleteRefusedError(
+                site=site,
+                entity=entity,
+                live_rows=live,
+                to_delete=to_delete,
+                max_delete_fraction=self.max_delete_fraction,
+                min_rows_for_guard=self.min_rows_for_guard,
+            )
 
 
 def refuse(

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+import sqlalchemy as sa
 from psycopg import sql
 
 from template_pipeline.domain.batches import gc_paused
+from template_pipeline.domain.changes import KnownRows, int_key, text_key
 from template_pipeline.store import db
 from template_pipeline.store.idents import idents
 from template_pipeline.store.tables import table_spec
@@ -55,3 +58,25 @@ def _select_live_rows(
         if exists is None or exists[0] is None:
             return names, []
         return names, conn.execute(query, (site,)).fetchall()
+
+
+def live_hashes(conn: psycopg.Connection, entity: str, site: str) -> KnownRows:
+    """The content hash of each live row of the site (``domain.changes``), keyed by its key.
+
+    Read before a sync, to let unchanged records off validation and copying; the caller holds
+    the site's lock, so no other writer changes these rows until its sync is done.
+    """
+    spec = table_spec(entity)
+    if not spec.hashed or len(spec.keys) != 1:
+        raise ValueError(f"{spec.name} keeps no content hash per key")
+    key_column = spec.table.c[spec.keys[0]]
+    normalise = int_key if isinstance(key_column.type, sa.Integer) else text_key
+    cur = conn.execute(
+        sql.SQL(
+            "SELECT {key}, content_hash FROM {table} WHERE site = %s AND deleted_at IS NULL"
+        ).format(key=sql.Identifier(spec.keys[0]), table=sql.Identifier(spec.name)),
+        (site,),
+    )
+    with gc_paused():
+        hashes = {normalise(key): digest for key, digest in cur}
+    return KnownRows(hashes=hashes, normalise=normalise)

@@ -7,7 +7,8 @@ compares is exactly what would be stored; it is dropped at commit or rollback.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -29,11 +30,9 @@ _REJECT_BUFFER = 5000
 
 def create_stage(cur: psycopg.Cursor, spec: TableSpec) -> None:
     """The session's staging table for ``spec``: its data columns and an ordinal."""
-    # Keep a big site's staging table in memory (it is read by several statements); this must
-    # be set before the session's first use of a temporary table, hence session-level on the
-    # connection the write owns and closes.
-    cur.execute("SET temp_buffers = '128MB'")
-    # Room for the hash joins between staging and target (the default 4MB spills to disk).
+    # temp_buffers is set when the connection opens (store.db.connect): it must be set before
+    # the session's first temporary table. work_mem: room for the hash joins between staging
+    # and target (the default 4MB spills to disk).
     cur.execute("SET LOCAL work_mem = '64MB'")
     cur.execute(
         sql.SQL(
@@ -41,11 +40,16 @@ def create_stage(cur: psycopg.Cursor, spec: TableSpec) -> None:
             "SELECT {cols}, 0::bigint AS {ord} FROM {table} WITH NO DATA"
         ).format(
             stage=STAGE,
-            cols=idents(spec.data_columns),
+            cols=idents(stage_columns(spec)),
             ord=ORD_ID,
             table=sql.Identifier(spec.name),
         )
     )
+
+
+def stage_columns(spec: TableSpec) -> tuple[str, ...]:
+    """The columns a staged row carries besides its ordinal: the data, and its content hash."""
+    return (*spec.data_columns, "content_hash") if spec.hashed else spec.data_columns
 
 
 def drop_superseded(cur: psycopg.Cursor, losers: Sequence[int]) -> int:
@@ -65,7 +69,7 @@ def load_stage(
     snapshot: EntitySnapshot,
     result: SyncResult,
     run_id: str,
-) -> list[int]:
+) -> Staged:
     """COPY the snapshot's rows into the staging table as the batches arrive.
 
     One COPY stays open across batches, fed through a queued writer: formatting rows here
@@ -73,14 +77,14 @@ def load_stage(
     Rejects are buffered and written between two COPYs (a connection runs one COPY at a time),
     at the end or whenever ``_REJECT_BUFFER`` of them are waiting, which bounds the memory.
 
-    Returns the ordinals of the staged rows that a later row with the same key supersedes.
-    Duplicates are found here, from a dict of key -> last ordinal (about 100 bytes per key,
-    never the rows themselves), because a self-join of the staging table to find them costs
-    more than the rest of an unchanged re-sync.
+    Returns the staged keys, and the ordinals of the staged rows that a later row with the
+    same key supersedes. Duplicates are found here, from a dict of key -> last ordinal (about
+    100 bytes per key, never the rows themselves), because a self-join of the staging table to
+    find them costs more than the rest of an unchanged re-sync.
     """
     stager = _Stager(spec, snapshot.site, result)
     copy_stage = sql.SQL("COPY {stage} ({cols}) FROM STDIN").format(
-        stage=STAGE, cols=idents((*spec.data_columns, ORD))
+        stage=STAGE, cols=idents((*stage_columns(spec), ORD))
     )
     batches = iter(snapshot.batches)
     exhausted = False
@@ -98,7 +102,15 @@ def load_stage(
             stager.rejects.clear()
     result.valid = stager.ordinal
     result.new_fields = sorted(stager.new_fields)
-    return stager.losers
+    return Staged(keys=stager.last_seen.keys(), losers=stager.losers)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What the stage holds: its rows' keys, and the ordinals superseded by a later duplicate."""
+
+    keys: Iterable[Any]
+    losers: list[int]
 
 
 class _Stager:
@@ -114,6 +126,7 @@ class _Stager:
         self.composite_key = len(spec.keys) > 1
         self.missing_key = f"missing key column(s): {', '.join(spec.keys)}"
         self.json_positions = [i for i, c in enumerate(spec.data_columns) if c in spec.json_columns]
+        self.hashed = spec.hashed
         self.last_seen: dict[Any, int] = {}
         self.losers: list[int] = []
         self.new_fields: set[str] = set()
@@ -129,6 +142,7 @@ class _Stager:
             check_columns(batch.rows[0], self.expected, spec, self.site)
         # Locals: this loop runs once per row of the site.
         row_values, key_of, json_positions = self.row_values, self.key_of, self.json_positions
+        hashed = self.hashed
         last_seen, losers, ordinal = self.last_seen, self.losers, self.ordinal
         for row in batch.rows:
             try:
@@ -144,6 +158,8 @@ class _Stager:
             for i in json_positions:
                 if values[i] is not None:
                     values[i] = json_text(values[i])
+            if hashed:
+                values.append(row.get("content_hash"))
             ordinal += 1
             values.append(ordinal)
             write_row(values)
@@ -160,7 +176,8 @@ class _Stager:
 def check_columns(
     row: Mapping[str, Any], expected: frozenset[str], spec: TableSpec, site: str
 ) -> None:
-    keys = frozenset(row)
+    # content_hash is optional: rows validated without a ChangeFilter do not carry one.
+    keys = frozenset(row) - {"content_hash"}
     if keys != expected:
         missing = ", ".join(sorted(expected - keys)) or "none"
         unexpected = ", ".join(sorted(keys - expected)) or "none"

@@ -46,17 +46,24 @@ def _bookkeeping_columns() -> list[sa.Column]:
     ]
 
 
-def _merged_table(name: str, keys: tuple[str, ...], *data_columns: sa.Column) -> sa.Table:
+def _merged_table(
+    name: str, keys: tuple[str, ...], *data_columns: sa.Column, hashed: bool = True
+) -> sa.Table:
     """A merged table: ``site`` + data columns + bookkeeping, primary key ``(site, *keys)``.
 
     No extra index on ``site``: the primary key starts with it and already serves the
     Dashboard's per-site reads, and a second index would slow down the first load of a site.
+    ``hashed`` tables keep the hash of the raw record each row was built from
+    (``content_hash``, see ``domain.changes``): an unchanged record is then neither validated
+    nor copied again. Derived tables have no raw record.
     """
+    hash_column = [sa.Column("content_hash", sa.BigInteger)] if hashed else []
     return sa.Table(
         name,
         metadata,
         sa.Column("site", sa.Text, nullable=False),
         *data_columns,
+        *hash_column,
         *_bookkeeping_columns(),
         sa.PrimaryKeyConstraint("site", *keys, name=f"{name}_pkey"),
         postgresql_with=_MERGED_TABLE_STORAGE,
@@ -127,6 +134,7 @@ template_order_items = _merged_table(
     sa.Column("price", MONEY),
     sa.Column("quantity", sa.Integer),
     sa.Column("extra", JSONB),
+    hashed=False,
 )
 
 template_settings = _merged_table(
@@ -234,6 +242,7 @@ template_sync_runs = sa.Table(
 # Columns the IO manager fills in itself (a batch row never carries them).
 MERGE_BOOKKEEPING_COLUMNS = (
     "site",
+    "content_hash",
     "first_seen_at",
     "updated_at",
     "synced_at",
@@ -267,6 +276,11 @@ class TableSpec:
     def json_columns(self) -> frozenset[str]:
         """Data columns stored as JSONB (the IO manager serialises them)."""
         return frozenset(c for c in self.data_columns if isinstance(self.table.c[c].type, JSONB))
+
+    @property
+    def hashed(self) -> bool:
+        """Whether rows keep the hash of their raw record (``content_hash``)."""
+        return "content_hash" in self.table.c
 
     @property
     def compared_columns(self) -> tuple[str, ...]:

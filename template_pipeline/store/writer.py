@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import psycopg
@@ -22,9 +24,10 @@ from psycopg import sql
 
 from template_pipeline.domain.batches import EntitySnapshot, gc_paused
 from template_pipeline.store import db
+from template_pipeline.store.derived import stage_order_items
 from template_pipeline.store.idents import idents, json_text
 from template_pipeline.store.locks import site_table_lock
-from template_pipeline.store.merge import append_history, merge_stage
+from template_pipeline.store.merge import Guard, append_history, merge_stage
 from template_pipeline.store.results import Log, MassDeleteRefusedError, SyncResult
 from template_pipeline.store.schema import ensure_schema
 from template_pipeline.store.staging import create_stage, drop_superseded, load_stage
@@ -49,6 +52,7 @@ def write_snapshot(
     max_delete_fraction: float = 0.5,
     min_rows_for_guard: int = 10,
     log: Log | None = None,
+    conn: psycopg.Connection | None = None,
 ) -> SyncResult:
     """Write ``snapshot`` (one site, one entity) atomically and return what changed.
 
@@ -61,16 +65,124 @@ def write_snapshot(
     Raises :class:`MassDeleteRefusedError` when refused; any error rolls the transaction back
     (the table, the staging rows and this run's rejects disappear together), is recorded in
     ``template_sync_runs`` and re-raised.
+
+    ``conn``: an idle connection of the caller's to work on (its transactions are committed or
+    rolled back here; it stays open); by default one is opened and closed for this write.
     """
     spec = table_spec(snapshot.entity)
-    if max_delete_fraction < 0:
-        raise ValueError(f"max_delete_fraction must be >= 0, not {max_delete_fraction}")
-    if min_rows_for_guard < 0:
-        raise ValueError(f"min_rows_for_guard must be >= 0, not {min_rows_for_guard}")
-    log = log or logger
+
+    def fill(conn: psycopg.Connection, result: SyncResult, guard: Guard) -> None:
+        _write(conn, spec, snapshot, result, run_id, guard)
+
+    return _transaction(
+        database_url,
+        spec,
+        snapshot.site,
+        run_id,
+        fill,
+        Guard(max_delete_fraction, min_rows_for_guard),
+        log or logger,
+        conn,
+    )
+
+
+def derive_order_items(
+    database_url: str,
+    site: str,
+    *,
+    run_id: str,
+    max_delete_fraction: float = 0.5,
+    min_rows_for_guard: int = 10,
+    log: Log | None = None,
+    conn: psycopg.Connection | None = None,
+) -> SyncResult:
+    """Rebuild the site's ``template_order_items`` from its stored orders, like a snapshot."""
+    spec = table_spec("order_items")
+
+    def fill(conn: psycopg.Connection, result: SyncResult, guard: Guard) -> None:
+        cur = conn.cursor()
+        lines = stage_order_items(cur, site)
+        result.fetched = result.valid = lines
+        site_table_lock(cur, spec.name, site)
+        merge_stage(cur, spec, site, result, run_id, guard)
+
+    return _transaction(
+        database_url,
+        spec,
+        site,
+        run_id,
+        fill,
+        Guard(max_delete_fraction, min_rows_for_guard),
+        log or logger,
+        conn,
+    )
+
+
+def order_items_current(conn: psycopg.Connection, site: str) -> bool:
+    """Whether the site's order lines were rebuilt after the last change of its orders."""
+    runs = sql.Identifier(template_sync_runs.name)
+    row = conn.execute(
+        sql.SQL(
+            "SELECT "
+            "max(finished_at) FILTER (WHERE entity = 'order_items'), "
+            "max(finished_at) FILTER (WHERE entity = 'orders' "
+            "AND inserted + updated + deleted + restored > 0) "
+            "FROM {runs} WHERE site = %s AND status = 'success'"
+        ).format(runs=runs),
+        (site,),
+    ).fetchone()
+    conn.commit()
+    built, changed = row if row else (None, None)
+    return built is not None and (changed is None or built >= changed)
+
+
+def record_unchanged(conn: psycopg.Connection, site: str, entity: str, run_id: str) -> SyncResult:
+    """Record that a sync found the site's ``entity`` unchanged without restaging it."""
+    spec = table_spec(entity)
+    started = datetime.now(timezone.utc)
+    live = conn.execute(
+        sql.SQL("SELECT count(*) FROM {table} WHERE site = %s AND deleted_at IS NULL").format(
+            table=sql.Identifier(spec.name)
+        ),
+        (site,),
+    ).fetchone()
+    count = int(live[0]) if live else 0
     result = SyncResult(
-        site=snapshot.site,
-        entity=snapshot.entity,
+        site=site,
+        entity=entity,
+        status="success",
+        fetched=count,
+        valid=count,
+        unchanged=count,
+        live_rows=count,
+        started_at=started,
+        finished_at=datetime.now(timezone.utc),
+        table=spec.name,
+        run_id=run_id,
+    )
+    _insert_sync_run(conn, result, error=None)
+    conn.commit()
+    return result
+
+
+def _transaction(
+    database_url: str,
+    spec: TableSpec,
+    site: str,
+    run_id: str,
+    fill: Callable[[psycopg.Connection, SyncResult, Guard], None],
+    guard: Guard,
+    log: Log,
+    conn: psycopg.Connection | None,
+) -> SyncResult:
+    """Run ``fill`` in one transaction and record its outcome in ``template_sync_runs``."""
+    if guard.max_delete_fraction < 0:
+        raise ValueError(f"max_delete_fraction must be >= 0, not {guard.max_delete_fraction}")
+    if guard.min_rows_for_guard < 0:
+        raise ValueError(f"min_rows_for_guard must be >= 0, not {guard.min_rows_for_guard}")
+    result = SyncResult(
+        site=site,
+        entity=spec.entity,
         status="success",
         started_at=datetime.now(timezone.utc),
         table=spec.name,
@@ -78,13 +190,12 @@ def write_snapshot(
     )
     clock = time.perf_counter()
     ensure_schema(database_url)
-
-    with db.connect(database_url) as conn:
+    with contextlib.ExitStack() as owned:
+        if conn is None:
+            conn = owned.enter_context(db.connect(database_url))
         try:
             with gc_paused():
-                _write(
-                    conn, spec, snapshot, result, run_id, max_delete_fraction, min_rows_for_guard
-                )
+                fill(conn, result, guard)
             _finish(result, clock)
             _insert_sync_run(conn, result, error=None)
             conn.commit()
@@ -98,7 +209,6 @@ def write_snapshot(
             # An interrupted run (Dagster termination, Ctrl-C): leave the table as it was.
             _rollback_quietly(conn)
             raise
-
     _log_result(log, result)
     return result
 
@@ -135,13 +245,17 @@ def _write(
     snapshot: EntitySnapshot,
     result: SyncResult,
     run_id: str,
-    max_delete_fraction: float,
-    min_rows_for_guard: int,
+    guard: Guard,
 ) -> None:
     site = snapshot.site
     cur = conn.cursor()
     create_stage(cur, spec)
-    losers = load_stage(cur, spec, snapshot, result, run_id)
+    staged = load_stage(cur, spec, snapshot, result, run_id)
+    changes = snapshot.changes
+    if changes is not None:
+        # The records let off as unchanged were received and are valid, as they were.
+        result.fetched += changes.skipped
+        result.valid += changes.skipped
     # Writers of one site queue here, after staging: the (slow, network-bound) stream only
     # touches this session's temporary table, so two runs of one site may fetch at the same
     # time and only their merges take turns. Every read of the target comes after the lock, so
@@ -150,8 +264,10 @@ def _write(
     if spec.mode == "append":
         append_history(cur, spec, site, result, run_id)
         return
-    result.duplicates = drop_superseded(cur, losers)
-    merge_stage(cur, spec, site, result, run_id, max_delete_fraction, min_rows_for_guard)
+    result.duplicates = drop_superseded(cur, staged.losers)
+    if changes is not None:
+        result.duplicates = changes.duplicates
+    merge_stage(cur, spec, site, result, run_id, guard, changes, staged.keys)
 
 
 def _finish(result: SyncResult, clock: float) -> None:

@@ -37,7 +37,9 @@ import pytest
 
 from template_pipeline.apps.cli import main
 from template_pipeline.apps.simulator import SimSite, SimulatorServer, api_key_env_name
-from template_pipeline.apps.sync import COUNT_COLUMNS
+from template_pipeline.apps.summary import COUNT_COLUMNS
+from template_pipeline.definitions import defs
+from template_pipeline.defs.run_requests import RANGE_END_TAG, RANGE_START_TAG
 from template_pipeline.defs.tags import SITE_TAG, TRIGGER_TAG
 from template_pipeline.domain import config
 from template_pipeline.domain.entities import NAMES as ALL_ENTITIES
@@ -247,16 +249,25 @@ def test_sync_lands_the_good_sites_and_nothing_of_the_refused_one(first_sync, se
 def test_sync_runs_are_recorded_in_the_postgres_instance(first_sync, setup):
     with dagster_instance(setup) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        for site, success in ((GOOD, True), (NAMED, True), (REFUSED, False)):
-            runs = instance.get_runs(filters=dg.RunsFilter(tags={SITE_TAG: site}))
-            assert runs, site
-            first = runs[-1]  # newest first
-            assert first.tags[SITE_TAG] == site
-            assert first.tags[TRIGGER_TAG] == "cli"
-            assert first.tags["dagster/partition"] == site
-            expected = dg.DagsterRunStatus.SUCCESS if success else dg.DagsterRunStatus.FAILURE
-            assert first.status == expected, site
+        # One run for the three sites: a range of the partitions, in registration order.
+        [run] = [
+            r
+            for r in instance.get_runs(filters=dg.RunsFilter(tags={TRIGGER_TAG: "cli"}))
+            if r.tags.get(RANGE_START_TAG) == GOOD
+        ]
+        assert run.tags[RANGE_END_TAG] == REFUSED
+        # The refused site failed the run, and only its own partitions.
+        assert run.status == dg.DagsterRunStatus.FAILURE
         assert set(instance.get_dynamic_partitions("template_sites")) >= {GOOD, NAMED, REFUSED}
+        partitions = defs.resolve_asset_graph().get(dg.AssetKey("paintings")).partitions_def
+        status = instance.get_status_by_partition(
+            dg.AssetKey("paintings"), [GOOD, NAMED, REFUSED], partitions
+        )
+        assert status == {
+            GOOD: dg.AssetPartitionStatus.MATERIALIZED,
+            NAMED: dg.AssetPartitionStatus.MATERIALIZED,
+            REFUSED: dg.AssetPartitionStatus.FAILED,
+        }
 
 
 @pytest.mark.slow

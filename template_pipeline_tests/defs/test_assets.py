@@ -1,6 +1,7 @@
 """The entity assets through Dagster, against the simulator over real HTTP, into PostgreSQL.
 
 Behaviour under test: each asset materialised with ``dg.materialize(..., partition_key=site)``
+(the UI's Materialize of one partition: the sync step restricted to the selected assets)
 lands what the site serves: every record is either a live row of its table or a reject of the
 run with a reason (compared with the simulator's own list of the records it made invalid), over
 several short pages and both response envelopes; paintings get an absolute ``image_url`` under
@@ -8,8 +9,8 @@ the site's base URL (path prefix kept); masked settings are stored as NULL with 
 order items are derived from the stored orders line by line; the materialisation metadata
 carries the counts, and the stats asset its numbers as numeric metadata. A re-sync after the
 site changed writes exactly the changed rows (one update, one soft delete, one insert, every
-other row's ``xmin`` untouched). A refused key or an unreachable site fails the step at once,
-naming the site and the endpoint, writes nothing and is not retried by the step retry policy.
+other row's ``xmin`` untouched). A refused key or an unreachable site fails the step, naming
+the site, the endpoint and why, writes nothing and is not retried.
 """
 
 from __future__ import annotations
@@ -31,10 +32,15 @@ from template_pipeline.apps.simulator import (
     api_key_env_name,
 )
 from template_pipeline.apps.simulator.generate import to_decimal
-from template_pipeline.defs.assets import stats_metadata, template_assets
+from template_pipeline.defs.assets import template_assets
 from template_pipeline.defs.io_manager import TemplatePostgresIOManager
 from template_pipeline.defs.partitions import sites_partitions
-from template_pipeline.defs.resources import TemplateClientResource
+from template_pipeline.defs.resources import (
+    TemplateCheckSettings,
+    TemplateClientResource,
+    TemplateSyncSettings,
+)
+from template_pipeline.defs.sync.metadata import stats_metadata
 from template_pipeline.defs.tags import IO_MANAGER_KEY
 from template_pipeline.domain.entities import KNOWN_FIELDS
 from template_pipeline.domain.sites import SITES_FILE_ENV, write_sites_file
@@ -143,6 +149,8 @@ def materialize(env: Env, site: str, *entities: str) -> dg.ExecuteInProcessResul
             IO_MANAGER_KEY: TemplatePostgresIOManager(
                 database_url=dg.EnvVar(db.DASHBOARD_DATABASE_URL_ENV)
             ),
+            "template_check_settings": TemplateCheckSettings(),
+            "template_sync_settings": TemplateSyncSettings(),
         },
         raise_on_error=False,
     )
@@ -506,15 +514,17 @@ def test_failing_site_fails_the_step_writes_nothing_and_is_not_retried(
     assert not result.success
 
     [failure] = result.get_step_failure_events()
-    assert failure.step_key == entity
+    assert failure.step_key == "template_sync"
     data = failure.step_failure_data
     assert data.user_failure_data is not None  # a dg.Failure, raised by the asset itself
     message = data.user_failure_data.description
-    assert f"site {site!r}, endpoint {endpoint!r}" in message
+    # The site, then what could not be read (the stats come first) and why.
+    assert message.startswith(f"1 of 1 site(s) failed: {site} (")
+    assert "stats: " in message
     for part in expected:
         assert part in message
     if site == UNREACHABLE:  # the address it tried, path prefix included
-        assert f"/t/{UNREACHABLE}/api/export/{endpoint})" in message
+        assert f"/t/{UNREACHABLE}/api/export/stats)" in message
     assert "not-the-key-of-main" not in message and "k-down" not in message
     event_types = {event.event_type for event in result.all_events}
     assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in event_types

@@ -1,9 +1,10 @@
-"""Asset checks: built from the spec table, each passing and failing on crafted data.
+"""Asset checks: built from the registry, each passing and failing on crafted data.
 
-Crafted snapshots are written with the IO manager's ``write_snapshot`` and the evaluations read
-them back from PostgreSQL, as they do in a run. Two runs through Dagster show what blocking
-means: a reject rate above the threshold on ``orders`` keeps ``order_items`` from running, and a
-mass-delete refusal of the IO manager surfaces as a failed blocking ``mass_delete_guard`` check.
+Crafted snapshots are written with ``write_snapshot`` and the evaluations read them back from
+PostgreSQL, as they do on their own. Runs through Dagster show what blocking means: a reject
+rate above the threshold on ``orders`` keeps the site's ``order_items`` as they were (the run
+itself succeeds: the data landed), and a mass-delete refusal surfaces as a failed blocking
+``mass_delete_guard`` check of that site's partition, the site failing alone.
 """
 
 from collections.abc import Iterator
@@ -15,12 +16,12 @@ import pytest
 import sqlalchemy as sa
 
 from template_pipeline.apps.simulator import SimSite, SimulatorServer
-from template_pipeline.defs.assets import order_items, template_assets, template_site_sync_job
+from template_pipeline.defs.assets import template_assets, template_site_sync_job
 from template_pipeline.defs.checks import (
     CHECK_RULES,
     MASS_DELETE_GUARD,
     CheckTarget,
-    template_checks,
+    freshness_checks,
 )
 from template_pipeline.defs.checks.evaluations import (
     evaluate_mass_delete_guard,
@@ -34,20 +35,19 @@ from template_pipeline.defs.checks.reconciliation import (
     evaluate_items_reference_paintings,
     evaluate_order_totals,
 )
-from template_pipeline.defs.checks.refusals import report_refused_sync
 from template_pipeline.defs.io_manager import TemplatePostgresIOManager
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.resources import (
     DashboardDatabase,
     TemplateCheckSettings,
     TemplateClientResource,
+    TemplateSyncSettings,
 )
 from template_pipeline.defs.tags import IO_MANAGER_KEY, site_run_tags
 from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
 from template_pipeline.domain.entities import FETCHED as ENDPOINT_SPECS
 from template_pipeline.domain.entities import NAMES as ALL_ENTITIES
 from template_pipeline.domain.sites import write_sites_file
-from template_pipeline.domain.validation import validate_records
 from template_pipeline.store import db
 from template_pipeline.store.results import MassDeleteRefusedError
 from template_pipeline.store.tables import template_sync_runs
@@ -78,7 +78,8 @@ def _order(oid: int, total: str, *items: tuple[int, str, int]) -> dict[str, Any]
 
 
 def test_checks_are_built_from_the_spec_table():
-    keys = {key for check in template_checks for key in check.check_keys}
+    keys = set(template_assets[0].check_keys) | set(freshness_checks.check_keys)
+    assert not set(template_assets[0].check_keys) & set(freshness_checks.check_keys)
     assert len(keys) == sum(len(rule.entities) for rule in CHECK_RULES)
     record_entities = {s.name for s in ENDPOINT_SPECS if s.has_records}
     by_rule = {
@@ -88,7 +89,9 @@ def test_checks_are_built_from_the_spec_table():
     assert by_rule["reject_rate"] == record_entities
     assert by_rule["freshness"] == set(ALL_ENTITIES)
     assert by_rule[MASS_DELETE_GUARD] == set(ALL_ENTITIES) - {"stats"}
-    specs = {spec.key: spec for check in template_checks for spec in check.check_specs}
+    specs = {
+        spec.key: spec for spec in [*template_assets[0].check_specs, *freshness_checks.check_specs]
+    }
     assert specs[dg.AssetCheckKey(dg.AssetKey("orders"), "reject_rate")].blocking
     assert specs[dg.AssetCheckKey(dg.AssetKey("paintings"), MASS_DELETE_GUARD)].blocking
     assert not specs[dg.AssetCheckKey(dg.AssetKey("orders"), "order_totals")].blocking
@@ -354,105 +357,77 @@ def simulated_site(tmp_path, monkeypatch) -> Iterator[tuple[SimulatorServer, str
         server.stop()
 
 
-def test_failed_blocking_reject_rate_on_orders_stops_order_items(database_url, simulated_site):
-    server, site, sites_file = simulated_site
-    data = server.data(site)
-    for order in data.orders[:6]:
-        order.pop("total_price", None)  # a required field: each of these orders is rejected
-    data.touch()
-    defs = dg.Definitions(
+def _sync_defs(database_url: str, sites_file: str) -> dg.Definitions:
+    return dg.Definitions(
         assets=template_assets,
-        asset_checks=template_checks,
+        asset_checks=[freshness_checks],
         jobs=[template_site_sync_job],
         resources={
             "template_client": TemplateClientResource(sites_file=sites_file),
             IO_MANAGER_KEY: TemplatePostgresIOManager(database_url=database_url),
             "dashboard_database": DashboardDatabase(database_url=database_url),
             "template_check_settings": TemplateCheckSettings(),
+            "template_sync_settings": TemplateSyncSettings(),
         },
         executor=dg.in_process_executor,
     )
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(sites_partitions.name, [site])
-    result = defs.resolve_job_def(template_site_sync_job.name).execute_in_process(
+
+
+def _run(defs: dg.Definitions, instance, site: str, *entities: str) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(template_site_sync_job.name).execute_in_process(
         instance=instance,
         partition_key=site,
         tags=site_run_tags(site),
-        # The site's other assets are not needed to show the blocking (and cost seconds).
-        asset_selection=[dg.AssetKey(e) for e in ("orders", "order_items", "stats")],
+        asset_selection=[dg.AssetKey(e) for e in entities],
         raise_on_error=False,
     )
-    assert not result.success
+
+
+def test_failed_blocking_reject_rate_on_orders_stops_order_items(database_url, simulated_site):
+    server, site, sites_file = simulated_site
+    data = server.data(site)
+    for order in data.orders[:6]:
+        order.pop("total_price", None)  # a required field: each of these orders is rejected
+    data.touch()
+    defs = _sync_defs(database_url, sites_file)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(sites_partitions.name, [site])
+    # The site's other assets are not needed to show the blocking (and cost seconds).
+    result = _run(defs, instance, site, "orders", "order_items", "stats")
+    # The data landed: the run succeeds, and the failed check is what the UI and alerts show.
+    assert result.success
     checks = _check_results(instance, result)
     failed = {key for key, evaluation in checks.items() if not evaluation.passed}
     assert failed == {("orders", "reject_rate")}
     assert checks[("orders", "reject_rate")].severity == ERROR
+    assert checks[("orders", "reject_rate")].blocking
     assert checks[("orders", "reject_rate")].partition == site
-    assert "orders" in _materialized(result)
+    assert {"orders", "stats"} <= _materialized(result)
     assert "order_items" not in _materialized(result)
     assert not any(key[0] == "order_items" for key in checks)
-    assert _started_steps(result) >= {"orders", "orders_checks"}
-    assert "order_items" not in _started_steps(result)
 
 
-class _GuardReportingIOManager(TemplatePostgresIOManager):
-    """The IO manager with the proposed hook: a refusal is also reported as a failed check.
-
-    (A no-op once io_manager.py calls ``report_refused_sync`` itself: it reports once.)
-    """
-
-    def handle_output(self, context: dg.OutputContext, obj: EntitySnapshot) -> None:
-        try:
-            super().handle_output(context, obj)
-        except MassDeleteRefusedError as exc:
-            report_refused_sync(context, exc)
-            raise
-
-
-def test_mass_delete_refusal_is_a_failed_blocking_check(database_url):
-    site = unique_site("chk")
-    orders_to_serve = {"n": 20}
-
-    @dg.asset(name="orders", partitions_def=sites_partitions, io_manager_key=IO_MANAGER_KEY)
-    def orders(context: dg.AssetExecutionContext) -> EntitySnapshot:
-        records = [_order(i, "10.00", (1, "10.00", 1)) for i in range(1, orders_to_serve["n"] + 1)]
-        batch = validate_records("orders", records)
-        return EntitySnapshot(site=context.partition_key, entity="orders", batches=[batch])
-
-    wanted = {"orders", "order_items"}
-    checks = [
-        check
-        for check in template_checks
-        if {spec.asset_key.path[-1] for spec in check.check_specs} <= wanted
-    ]
-    defs = dg.Definitions(
-        assets=[orders, order_items],
-        asset_checks=checks,
-        resources={
-            IO_MANAGER_KEY: _GuardReportingIOManager(database_url=database_url),
-            "dashboard_database": DashboardDatabase(database_url=database_url),
-            "template_check_settings": TemplateCheckSettings(),
-        },
-        jobs=[dg.define_asset_job("guard_job")],
-        executor=dg.in_process_executor,
-    )
-    job = defs.resolve_job_def("guard_job")
+def test_mass_delete_refusal_is_a_failed_blocking_check(database_url, simulated_site):
+    server, site, sites_file = simulated_site
+    data = server.data(site)
+    defs = _sync_defs(database_url, sites_file)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(sites_partitions.name, [site])
 
-    first = job.execute_in_process(instance=instance, partition_key=site, raise_on_error=False)
+    first = _run(defs, instance, site, "orders", "order_items")
     assert first.success
     assert _check_results(instance, first)[("orders", MASS_DELETE_GUARD)].passed
 
-    orders_to_serve["n"] = 2  # the site suddenly serves 2 of its 20 orders
-    second = job.execute_in_process(instance=instance, partition_key=site, raise_on_error=False)
-    assert not second.success
+    kept = len(data.orders)
+    del data.orders[2:]  # the site suddenly serves 2 of its orders
+    data.touch()
+    second = _run(defs, instance, site, "orders", "order_items")
+    assert not second.success  # the site could not be synced: its partitions show failed
     guard = _check_results(instance, second)[("orders", MASS_DELETE_GUARD)]
     assert not guard.passed and guard.severity == ERROR and guard.blocking
     assert guard.partition == site
-    assert guard.metadata["would_delete"].value == 18
+    assert guard.metadata["would_delete"].value == kept - 2
     assert "order_items" not in _materialized(second)
-    assert "order_items" not in _started_steps(second)
     record = instance.get_latest_asset_check_evaluation_record(
         dg.AssetCheckKey(dg.AssetKey("orders"), MASS_DELETE_GUARD)
     )

@@ -5,7 +5,8 @@ Dagster instance configured (secrets are read when a run starts, never at import
 validation accepts it, in process and through ``dagster definitions validate`` from the repo
 root; and the asset graph is the contract of the README: the eight entity assets, partitioned by
 the ``template_sites`` dynamic partitions, ``order_items`` downstream of ``orders``, each with a
-group, kinds, a description and its table, all in the site sync job.
+group, kinds, a description and its table, all materialised by one step of the site sync job,
+whose checks are the sync's own (freshness is the health job's).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import dagster as dg
 import pytest
 
 from template_pipeline.definitions import defs
-from template_pipeline.defs.assets import STEP_RETRY_POLICY, template_site_sync_job
+from template_pipeline.defs.assets import template_site_sync_job, template_sync
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.tags import GROUP, IO_MANAGER_KEY
 from template_pipeline.domain import config
@@ -94,7 +95,9 @@ def test_each_asset_says_what_it_is(entity):
     assert node.description and node.description.strip()
     assert node.metadata["table"] == f"template_{entity}"
     assert node.io_manager_key == IO_MANAGER_KEY
-    assert node.assets_def.op.retry_policy == STEP_RETRY_POLICY
+    # One step for every entity: a retry of it would re-sync every site of the run.
+    assert node.assets_def.op.name == template_sync.op.name
+    assert node.assets_def.op.retry_policy is None
 
 
 def test_site_sync_job_selects_every_asset_and_its_checks():
@@ -102,8 +105,10 @@ def test_site_sync_job_selects_every_asset_and_its_checks():
     selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
     assert selected == set(ENTITIES)
     assert job.partitions_def == sites_partitions
-    # Every entity is guarded by at least one asset check in the same job.
-    checked = {
-        key.asset_key.to_user_string() for key in job.asset_layer.asset_graph.asset_check_keys
-    }
-    assert checked == set(ENTITIES)
+    # One step: every asset and every check of the sync, in the same op.
+    assert list(job.graph.node_dict) == ["template_sync"]
+    # Every entity but stats (only freshness judges it) has checks in the same job; freshness is not
+    # evaluated by a sync (it passes by definition there): the health job evaluates it.
+    checks = job.asset_layer.asset_graph.asset_check_keys
+    assert {key.asset_key.to_user_string() for key in checks} == set(ENTITIES) - {"stats"}
+    assert "freshness" not in {key.name for key in checks}

@@ -12,7 +12,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from template_pipeline.defs.io_manager import TemplatePostgresIOManager, preview_markdown
+from template_pipeline.defs.io_manager import TemplatePostgresIOManager
+from template_pipeline.defs.sync.metadata import preview_markdown
 from template_pipeline_tests.fixtures.snapshots import painting, snap, sync, sync_runs, table_rows
 
 

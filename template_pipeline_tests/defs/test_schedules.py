@@ -25,8 +25,9 @@ from template_pipeline.defs.resources import (
     TemplateCheckSettings,
     TemplateClientResource,
 )
+from template_pipeline.defs.run_requests import RANGE_END_TAG, RANGE_START_TAG, windows
 from template_pipeline.defs.schedules import hourly_template_health, nightly_template_sync
-from template_pipeline.defs.tags import SITE_TAG, TRIGGER_TAG
+from template_pipeline.defs.tags import BATCH_TAG, SITE_TAG, TRIGGER_TAG
 from template_pipeline.domain.sites import write_sites_file
 from template_pipeline.store import db
 from template_pipeline.store.ops_tables import template_alerts, template_site_health
@@ -92,17 +93,49 @@ def test_nightly_schedule_is_0200_in_paris():
         (datetime(2026, 1, 15, 1, 0, tzinfo=timezone.utc), "2026-01-15"),
     ],
 )
-def test_nightly_schedule_requests_one_tagged_run_per_site(schedule_instance, scheduled, day):
+def test_nightly_schedule_requests_one_run_per_window_of_sites(schedule_instance, scheduled, day):
     instance = schedule_instance
     instance.add_dynamic_partitions(sites_partitions.name, ["studio-b", "atelier-a"])
     context = dg.build_schedule_context(instance=instance, scheduled_execution_time=scheduled)
+    [request] = nightly_template_sync(context)
+    # A partition range, in the order the sites were registered.
+    assert request.partition_key is None
+    assert request.tags[RANGE_START_TAG] == "studio-b"
+    assert request.tags[RANGE_END_TAG] == "atelier-a"
+    assert request.tags[BATCH_TAG] == "studio-b..atelier-a"
+    assert request.tags[TRIGGER_TAG] == "nightly"
+    assert int(request.tags[dg.MAX_RUNTIME_SECONDS_TAG]) > 0
+    assert request.run_key == f"nightly:{day}:studio-b..atelier-a"
+    assert request.asset_selection is None  # every asset of the sites
+
+
+def test_nightly_windows_follow_sites_per_run(schedule_instance, monkeypatch):
+    monkeypatch.setenv("TEMPLATE_SITES_PER_RUN", "1")
+    schedule_instance.add_dynamic_partitions(sites_partitions.name, ["studio-b", "atelier-a"])
+    context = dg.build_schedule_context(
+        instance=schedule_instance, scheduled_execution_time=datetime(2026, 7, 1, 2, tzinfo=PARIS)
+    )
     requests = nightly_template_sync(context)
-    assert [r.partition_key for r in requests] == ["atelier-a", "studio-b"]
-    for request in requests:
-        assert request.tags[SITE_TAG] == request.partition_key
-        assert request.tags[TRIGGER_TAG] == "nightly"
-        assert request.run_key == f"nightly:{day}:{request.partition_key}"
-        assert request.asset_selection is None  # every asset of the site
+    # One site a run: single-partition runs, tagged with their site for the queue's limit.
+    assert [r.partition_key for r in requests] == ["studio-b", "atelier-a"]
+    assert [r.tags[SITE_TAG] for r in requests] == ["studio-b", "atelier-a"]
+    assert all(RANGE_START_TAG not in r.tags for r in requests)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "size", "gap", "expected"),
+    [
+        (None, 3, 0, [["a", "b", "c"], ["d", "e", "f"], ["g"]]),
+        ({"a", "b", "e"}, 50, 0, [["a", "b"], ["e"]]),
+        # Up to two unchanged sites between two changed ones are taken along.
+        ({"a", "b", "e"}, 50, 2, [["a", "b", "c", "d", "e"]]),
+        ({"a", "g"}, 50, 2, [["a"], ["g"]]),
+        ({"a", "c", "e", "g"}, 3, 1, [["a", "b", "c"], ["e", "f", "g"]]),
+        (set(), 50, 5, []),
+    ],
+)
+def test_windows_of_sites(wanted, size, gap, expected):
+    assert windows(list("abcdefg"), wanted, size=size, max_gap=gap) == expected
 
 
 def test_nightly_schedule_skips_without_sites(schedule_instance):

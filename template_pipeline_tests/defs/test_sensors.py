@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from template_pipeline.apps.simulator import Faults, SimSite, SimulatorServer
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.resources import DashboardDatabase, TemplateClientResource
+from template_pipeline.defs.run_requests import RANGE_END_TAG, RANGE_START_TAG
 from template_pipeline.defs.sensors import (
     template_changes_sensor,
     template_sites_sensor,
@@ -81,12 +82,12 @@ def test_sites_sensor_adds_and_removes_partitions(instance, tmp_path, monkeypatc
     assert isinstance(add, dg.AddDynamicPartitionsRequest)
     assert add.partitions_def_name == "template_sites"
     assert add.partition_keys == ["site-a", "site-b"]
-    assert [(r.partition_key, r.run_key) for r in first.run_requests] == [
-        ("site-a", "first-sync:site-a:1"),
-        ("site-b", "first-sync:site-b:1"),
-    ]
-    assert all(r.asset_selection is None for r in first.run_requests)  # a full first sync
-    assert first.run_requests[0].tags == {SITE_TAG: "site-a", TRIGGER_TAG: "new-site"}
+    # The new sites are one range of the partitions (appended in this order): one run.
+    (request,) = first.run_requests
+    assert request.run_key == "first-sync:site-a..site-b:1"
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("site-a", "site-b")
+    assert request.tags[TRIGGER_TAG] == "new-site"
+    assert request.asset_selection is None  # a full first sync
     _apply(instance, first)
 
     unchanged = _tick(template_sites_sensor, instance, first.cursor, template_client=client)
@@ -100,7 +101,10 @@ def test_sites_sensor_adds_and_removes_partitions(instance, tmp_path, monkeypatc
     assert add.partition_keys == ["site-c"]
     assert isinstance(delete, dg.DeleteDynamicPartitionsRequest)
     assert delete.partition_keys == ["site-b"]
-    assert [r.run_key for r in changed.run_requests] == ["first-sync:site-c:2"]
+    assert [r.run_key for r in changed.run_requests] == ["first-sync:site-c..site-c:2"]
+    # A single new site: a single-partition run, tagged with its site.
+    assert changed.run_requests[0].partition_key == "site-c"
+    assert changed.run_requests[0].tags[SITE_TAG] == "site-c"
     assert SitesCursor.from_json(changed.cursor) == SitesCursor(("site-a", "site-c"), 2)
     _apply(instance, changed)
     assert sorted(instance.get_dynamic_partitions(sites_partitions.name)) == ["site-a", "site-c"]
@@ -108,7 +112,7 @@ def test_sites_sensor_adds_and_removes_partitions(instance, tmp_path, monkeypatc
     # Added back later: a first sync again, under a new run key.
     _sites_file(path, monkeypatch, ["site-a", "site-b", "site-c"])
     again = _tick(template_sites_sensor, instance, changed.cursor, template_client=client)
-    assert [r.run_key for r in again.run_requests] == ["first-sync:site-b:3"]
+    assert [r.run_key for r in again.run_requests] == ["first-sync:site-b..site-b:3"]
 
 
 @pytest.mark.parametrize(
@@ -207,13 +211,14 @@ def test_changes_sensor_requests_only_changed_entities(instance, simulated):
     (request,) = painted.run_requests
     assert request.partition_key == site
     assert request.asset_selection == [dg.AssetKey("paintings"), dg.AssetKey("stats")]
-    assert request.tags == {SITE_TAG: site, TRIGGER_TAG: "changes"}
+    assert (request.tags[SITE_TAG], request.tags[TRIGGER_TAG]) == (site, "changes")
     assert json.loads(painted.cursor)["sites"][site]["numbers"]["paintings"] == 6
 
     data.add_order()
     ordered = _tick(template_changes_sensor, instance, painted.cursor, template_client=client)
     (request,) = ordered.run_requests
     assert [key.path[-1] for key in request.asset_selection] == ["orders", "stats", "order_items"]
+    # Lineage order of the registry: order_items after orders (and after stats).
     assert request.run_key != painted.run_requests[0].run_key
 
     data.update_painting(data.paintings[0]["id"], price=999.0)  # only last_updated moves
@@ -287,7 +292,7 @@ def test_webhook_sensor_turns_pending_events_into_runs(instance, database_url):
         "order_items",
     ]
     assert request.run_key == f"webhook:{site}:{ids[0]}-{ids[-1]}"
-    assert request.tags == {SITE_TAG: site, TRIGGER_TAG: "webhook"}
+    assert (request.tags[SITE_TAG], request.tags[TRIGGER_TAG]) == (site, "webhook")
     assert not any(r.partition_key == unregistered for r in result.run_requests)
     assert int(result.cursor) >= max(ids + other)
 

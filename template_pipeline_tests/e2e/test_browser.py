@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
 from template_pipeline.apps.simulator import SimSite
-from template_pipeline.defs.assets import order_items
+from template_pipeline.defs.assets import template_sync
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.tags import GROUP
 from template_pipeline.domain.entities import NAMES as ALL_ENTITIES
@@ -149,7 +150,7 @@ def test_the_asset_graph_draws_every_asset(browsed: Browsed) -> None:
 
 def test_an_asset_page_shows_its_description_table_and_upstream_asset(browsed: Browsed) -> None:
     page = browsed.page
-    description = order_items.descriptions_by_key[order_items.key]
+    description = template_sync.descriptions_by_key[dg.AssetKey("order_items")]
     page.goto("/assets/order_items")
     page.get_by_text(description, exact=True).wait_for()
     # A link to the upstream asset; its accessible name starts with the status icon's label.

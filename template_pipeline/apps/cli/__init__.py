@@ -3,7 +3,7 @@
 One module per group of commands, each with a ``register(subparsers)``: :mod:`.sync`,
 :mod:`.sites` (``sites``, ``health``), :mod:`.local` (``simulate``, ``demo``, ``dev``),
 :mod:`.webhook`. Exit codes are in :mod:`.common`: 0 all good, 1 a site failed (sync, health),
-2 a configuration error (nothing was contacted).
+2 a configuration error (nothing was contacted), 3 synced but a blocking check failed.
 """
 
 from __future__ import annotations
@@ -15,13 +15,26 @@ from collections.abc import Sequence
 
 from template_pipeline import __version__
 from template_pipeline.apps.cli import local, sites, sync, webhook
-from template_pipeline.apps.cli.common import EXIT_CONFIG, EXIT_OK, EXIT_SITE_FAILED, err
+from template_pipeline.apps.cli.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_SITE_FAILED,
+    err,
+)
 from template_pipeline.domain.sites import SiteConfigError
 from template_pipeline.store import db
 
 COMMANDS = (sync, sites, local, webhook)
 
-__all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_SITE_FAILED", "build_parser", "main"]
+__all__ = [
+    "EXIT_CHECK_FAILED",
+    "EXIT_CONFIG",
+    "EXIT_OK",
+    "EXIT_SITE_FAILED",
+    "build_parser",
+    "main",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

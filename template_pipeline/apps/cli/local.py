@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from template_pipeline.apps.cli.common import EXIT_OK, EXIT_SITE_FAILED, out
+from template_pipeline.apps.cli.common import EXIT_OK, out, sync_exit_code
 from template_pipeline.domain import config
 from template_pipeline.store import db
 
@@ -53,7 +53,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from template_pipeline.apps.demo import demo_environment
-    from template_pipeline.apps.sync import format_summary, run_sync
+    from template_pipeline.apps.summary import exit_status, format_summary
+    from template_pipeline.apps.sync import run_sync
     from template_pipeline.domain.sites import load_registry
 
     started = time.perf_counter()
@@ -74,7 +75,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out(format_summary(outcomes))
     out(f"\ndemo finished in {time.perf_counter() - started:.1f} s.")
     out("Open the Dagster UI on the same setup with `make dev` (http://127.0.0.1:3000).")
-    return EXIT_OK if all(o.success for o in outcomes) else EXIT_SITE_FAILED
+    return sync_exit_code(exit_status(outcomes))
 
 
 def cmd_dev(args: argparse.Namespace) -> int:

@@ -1,17 +1,22 @@
-"""``sync``: materialise the selected sites and entities through Dagster, then summarise."""
+"""``sync``: materialise the selected sites and entities through Dagster, then summarise.
+
+A progress line per site as it is done; then the summary table. Exit codes: 0 synced, 1 a site
+failed, 2 configuration error, 3 synced but a blocking check failed.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from template_pipeline.apps.cli.common import EXIT_OK, EXIT_SITE_FAILED, out
+from template_pipeline.apps.cli.common import out, sync_exit_code
 from template_pipeline.domain import config
 from template_pipeline.domain.entities import NAMES
 from template_pipeline.store import db
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from template_pipeline.apps.sync import format_summary, run_sync
+    from template_pipeline.apps.summary import exit_status, format_summary, progress_line
+    from template_pipeline.apps.sync import run_sync
     from template_pipeline.domain.sites import load_registry
 
     registry = load_registry()
@@ -29,9 +34,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
         # Without -v the summary says what failed and why; step tracebacks stay in the run's
         # event log (the UI), where they belong.
         log_level="DEBUG" if args.verbose else "CRITICAL",
+        progress=None if args.quiet else lambda report, done: out(progress_line(report, done)),
     )
     out(format_summary(outcomes))
-    return EXIT_OK if all(o.success for o in outcomes) else EXIT_SITE_FAILED
+    return sync_exit_code(exit_status(outcomes))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,5 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="NAME",
         help=f"an entity: {', '.join(NAMES)} (repeatable; default: all)",
+    )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress line per site, the summary only"
     )
     p.set_defaults(func=cmd_sync)

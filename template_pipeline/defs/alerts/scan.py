@@ -119,13 +119,22 @@ def _step_error(event: dg.DagsterEvent) -> str:
     return first_line(error.message if error is not None else "step failed")
 
 
-def _run_failure_alert(instance: dg.DagsterInstance, record: dg.EventLogRecord) -> Alert | None:
+def _failed_sites(event: dg.DagsterEvent) -> dict[str, dict[str, str]]:
+    """The sites a batch step failed for (its Failure's ``failed_sites`` metadata), if any."""
+    user = getattr(event.step_failure_data, "user_failure_data", None)
+    value = (user.metadata or {}).get("failed_sites") if user is not None else None
+    data = getattr(value, "data", None)
+    return data if isinstance(data, dict) else {}
+
+
+def _run_failure_alerts(instance: dg.DagsterInstance, record: dg.EventLogRecord) -> list[Alert]:
+    """The alerts of a failed run: one per site it failed for, or one for the run itself."""
     entry = record.event_log_entry
     run_id = entry.run_id
     run = instance.get_run_by_id(run_id)
     tags = run.tags if run is not None else {}
-    site = tags.get(SITE_TAG) or tags.get("dagster/partition")
     failed: dict[str, str] = {}
+    sites: dict[str, dict[str, str]] = {}
     explained: set[str] = set()
     for step_record in instance.get_records_for_run(
         run_id,
@@ -136,12 +145,28 @@ def _run_failure_alert(instance: dg.DagsterInstance, record: dg.EventLogRecord) 
             continue
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             failed[event.step_key] = _step_error(event)
+            sites.update(_failed_sites(event))
         else:
             evaluation = event.asset_check_evaluation_data
             if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
                 explained.add(event.step_key)
+    if sites:
+        # A refusal of the mass-delete guard is already alerted as its failed check.
+        return [
+            Alert(
+                dedupe_key=f"run:{run_id}:site:{site}",
+                source="run",
+                severity="ERROR",
+                site=site,
+                run_id=run_id,
+                message=f"site {site} could not be synced ({info.get('kind')}): "
+                f"{first_line(info.get('reason'))} (run {run_id})",
+            )
+            for site, info in sites.items()
+            if info.get("kind") != "refused"
+        ]
     if failed and set(failed) <= explained:
-        return None
+        return []
     if failed:
         shown = "; ".join(f"{step}: {error}" for step, error in list(failed.items())[:3])
         more = f" (and {len(failed) - 3} more step(s))" if len(failed) > 3 else ""
@@ -149,15 +174,18 @@ def _run_failure_alert(instance: dg.DagsterInstance, record: dg.EventLogRecord) 
     else:  # the run failed outside any step (it could not start, or its process died)
         reason = first_line(entry.dagster_event.message if entry.dagster_event else None)
     job = entry.job_name or (run.job_name if run is not None else "?")
+    site = tags.get(SITE_TAG) or tags.get("dagster/partition")
     where = f" for site {site}" if site else ""
-    return Alert(
-        dedupe_key=f"run:{run_id}",
-        source="run",
-        severity="ERROR",
-        site=site,
-        run_id=run_id,
-        message=f"run {run_id} of job {job}{where} failed: {reason or 'no detail recorded'}",
-    )
+    return [
+        Alert(
+            dedupe_key=f"run:{run_id}",
+            source="run",
+            severity="ERROR",
+            site=site,
+            run_id=run_id,
+            message=f"run {run_id} of job {job}{where} failed: {reason or 'no detail recorded'}",
+        )
+    ]
 
 
 def _check_alert(
@@ -275,18 +303,20 @@ def _scan_run_failures(
             continue
         result.run_failures_read += 1
         try:
-            alert = _run_failure_alert(instance, record)
+            alerts = _run_failure_alerts(instance, record)
         except Exception as exc:  # never lose the failure itself to a detail we could not read
             log.error("alerts: could not read the failed run's steps (%s)", type(exc).__name__)
             run_id = record.event_log_entry.run_id
-            alert = Alert(
-                dedupe_key=f"run:{run_id}",
-                source="run",
-                severity="ERROR",
-                run_id=run_id,
-                message=f"run {run_id} failed",
-            )
-        if alert is not None:
+            alerts = [
+                Alert(
+                    dedupe_key=f"run:{run_id}",
+                    source="run",
+                    severity="ERROR",
+                    run_id=run_id,
+                    message=f"run {run_id} failed",
+                )
+            ]
+        for alert in alerts:
             result.deliveries.append(sinks.deliver(alert, engine=engine, log=log))
     return last_run
 

@@ -10,14 +10,13 @@ check                         entities                    blocking  fails with
 ``matches_site_stats``        counted list endpoints      no        WARN
 ``order_totals``              orders                      no        WARN, first mismatches
 ``items_reference_paintings`` order_items                 no        WARN, with counts
-``mass_delete_guard``         merged tables               yes       ERROR (see ``refusals``)
+``mass_delete_guard``         merged tables               yes       ERROR: the write refused
 ``freshness``                 every asset                 no        ERROR after 26 h
 ``site_name_present``         settings                    no        ERROR
 ============================  ==========================  ========  ===========================
 
-:mod:`.rules` builds the checks from the registry; :mod:`.facts` holds what they read and share;
-:mod:`.evaluations`, :mod:`.reconciliation` and :mod:`.freshness` evaluate them; :mod:`.refusals`
-reports the IO manager's refusals as failed checks.
+:mod:`.rules` builds the check specs from the registry; :mod:`.facts` holds what they read
+and share; :mod:`.evaluations`, :mod:`.reconciliation` and :mod:`.freshness` evaluate them.
 """
 
 from template_pipeline.defs.checks.facts import FRESHNESS, MASS_DELETE_GUARD, CheckTarget
@@ -25,9 +24,11 @@ from template_pipeline.defs.checks.rules import (
     CHECK_RULES,
     COUNTED_ENTITIES,
     CheckRule,
-    build_entity_checks,
+    evaluate_rules,
+    evaluation,
+    freshness_checks,
     rules_for,
-    template_checks,
+    sync_check_specs,
 )
 
 __all__ = [
@@ -37,7 +38,9 @@ __all__ = [
     "MASS_DELETE_GUARD",
     "CheckRule",
     "CheckTarget",
-    "build_entity_checks",
+    "evaluate_rules",
+    "evaluation",
+    "freshness_checks",
     "rules_for",
-    "template_checks",
+    "sync_check_specs",
 ]

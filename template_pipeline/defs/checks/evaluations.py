@@ -1,5 +1,6 @@
 """The evaluations of one site's data: rejects, duplicate keys, the site's own counts, the guard."""
 
+from datetime import datetime, timezone
 from typing import Any
 
 import dagster as dg
@@ -10,10 +11,10 @@ from template_pipeline.defs.checks.facts import (
     CheckTarget,
     check_result,
     latest_sync,
-    live_count,
     md_table,
     no_sync,
     pct,
+    target_live_count,
 )
 from template_pipeline.defs.resources import TemplateCheckSettings
 from template_pipeline.domain.vocabulary import MASKED
@@ -107,17 +108,27 @@ def evaluate_unique_ids(
     )
 
 
-def evaluate_matches_site_stats(
-    conn: sa.Connection, target: CheckTarget, settings: TemplateCheckSettings
-) -> dg.AssetCheckResult:
+def _latest_stats(conn: sa.Connection, target: CheckTarget) -> tuple[Any, datetime] | None:
+    """(the site's count of the entity, when it was read) from its latest stats."""
+    if target.stats is not None:
+        return target.stats.get(target.entity), target.stats.get("fetched_at") or _now()
     stats = template_stats
-    counter = stats.c[target.entity]
-    latest = conn.execute(
-        sa.select(counter, stats.c.fetched_at)
+    return conn.execute(
+        sa.select(stats.c[target.entity], stats.c.fetched_at)
         .where(stats.c.site == target.site)
         .order_by(stats.c.fetched_at.desc(), stats.c.id.desc())
         .limit(1)
     ).first()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def evaluate_matches_site_stats(
+    conn: sa.Connection, target: CheckTarget, settings: TemplateCheckSettings
+) -> dg.AssetCheckResult:
+    latest = _latest_stats(conn, target)
     row = latest_sync(conn, target, success_only=True)
     if row is None:
         return no_sync(target)
@@ -129,7 +140,7 @@ def evaluate_matches_site_stats(
             dg.AssetCheckSeverity.WARN,
         )
     reported, fetched_at = latest
-    live = live_count(conn, target.entity, target.site)
+    live = target_live_count(conn, target)
     metadata: dict[str, Any] = {
         "site_reports": reported if reported is not None else "not reported",
         "live_rows": live,
@@ -174,7 +185,7 @@ def evaluate_mass_delete_guard(
             f"{row.error or 'no detail recorded'}",
             metadata,
         )
-    live = live_count(conn, target.entity, target.site)
+    live = target_live_count(conn, target)
     if row.status == "success":
         # Live rows before the sync, from what the sync did to them.
         before = live + row.deleted - row.inserted - row.restored
@@ -216,4 +227,26 @@ def evaluate_site_name_present(
         f"the settings of site {target.site!r} have no usable site_name: the Dashboard shows "
         "sites by this name",
         metadata,
+    )
+
+
+def evaluate_refusal(exc: Any, run_id: str) -> dg.AssetCheckResult:
+    """The failed ``mass_delete_guard`` of a write the guard refused (a MassDeleteRefusedError).
+
+    The refused write rolled back, so nothing of it is in the tables: the check reads the
+    refusal itself, in the same step.
+    """
+    live_rows, to_delete = int(exc.live_rows), int(exc.to_delete)
+    return check_result(
+        False,
+        str(exc),
+        {
+            "status": "refused",
+            "live_rows": live_rows,
+            "would_delete": to_delete,
+            "would_delete_pct": pct(to_delete, live_rows),
+            "max_delete_fraction": float(exc.max_delete_fraction),
+            "min_rows_for_guard": int(exc.min_rows_for_guard),
+            "sync_run_id": run_id,
+        },
     )

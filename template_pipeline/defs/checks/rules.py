@@ -1,20 +1,24 @@
-"""The check rules, and the asset checks built from them for every entity of the registry.
+"""The check rules, and the check specs built from them for every entity of the registry.
 
 Every check is a :class:`CheckRule` (a name, what it guards, which entities it applies to, how
 to evaluate it), and the entities come from the registry, so a new endpoint gets its checks
-without a line here. :data:`template_checks` holds one ``AssetChecksDefinition`` per entity
-(one op, ``<entity>_checks``, evaluating every rule of the entity on one connection), with one
-``AssetCheckSpec`` per rule, partitioned like the assets.
+without a line here. Every rule but freshness is a check spec of the sync asset itself
+(:func:`sync_check_specs`): the sync evaluates a site's checks right after writing its data, in
+the same step, with the numbers of that write. Freshness passes by definition in a sync, so it
+is its own ``AssetChecksDefinition`` (:data:`freshness_checks`), evaluated hourly by the health
+job for every site.
 
-A blocking check that fails with ERROR stops the assets downstream in the same run: a reject
-rate above the threshold on ``orders`` keeps ``order_items`` from being rebuilt from bad orders.
+A blocking check that fails with ERROR stops the assets downstream for that site: a reject rate
+above the threshold on ``orders`` keeps ``order_items`` from being rebuilt from bad orders.
 """
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import dagster as dg
+import sqlalchemy as sa
 
 from template_pipeline.defs.checks.evaluations import (
     evaluate_mass_delete_guard,
@@ -118,67 +122,102 @@ CHECK_RULES: tuple[CheckRule, ...] = (
 )
 
 
-def rules_for(entity: str) -> list[CheckRule]:
-    return [rule for rule in CHECK_RULES if entity in rule.entities]
+RULES: dict[str, CheckRule] = {rule.name: rule for rule in CHECK_RULES}
+T = TypeVar("T")
 
 
-def build_entity_checks(entity: str) -> dg.AssetChecksDefinition:
-    """The checks of one entity, partitioned by site, evaluated together in one op.
-
-    One op per entity rather than per check: a site run then has 8 check steps instead of 35,
-    which matters because each step costs Dagster bookkeeping the checks themselves do not (a
-    few indexed queries on one connection). Each check is still its own ``AssetCheckSpec``:
-    the UI, blocking and alerting see them one by one.
-    """
-    rules = rules_for(entity)
-    specs = [
-        dg.AssetCheckSpec(
-            rule.name,
-            asset=dg.AssetKey(entity),
-            description=rule.description,
-            blocking=rule.blocking,
-            additional_deps=[dg.AssetKey(dep) for dep in rule.deps(entity)],
-            partitions_def=sites_partitions,
-            metadata={"rule": rule.name},
-        )
-        for rule in rules
+def rules_for(entity: str, *, include_freshness: bool = True) -> list[CheckRule]:
+    return [
+        rule
+        for rule in CHECK_RULES
+        if entity in rule.entities and (include_freshness or rule.name != FRESHNESS)
     ]
 
-    @dg.multi_asset_check(
-        name=f"{entity}_checks",
-        specs=specs,
-        description=f"Data checks of {entity}, per site.",
-        can_subset=True,
+
+def _spec(rule: CheckRule, entity: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        rule.name,
+        asset=dg.AssetKey(entity),
+        description=rule.description,
+        blocking=rule.blocking,
+        additional_deps=[dg.AssetKey(dep) for dep in rule.deps(entity)],
+        partitions_def=sites_partitions,
+        metadata={"rule": rule.name},
     )
-    def _checks(
-        context: dg.AssetCheckExecutionContext,
-        dashboard_database: DashboardDatabase,
-        template_check_settings: TemplateCheckSettings,
-    ) -> Iterator[dg.AssetCheckResult]:
-        target = CheckTarget(site=context.partition_key, entity=entity, run_id=context.run.run_id)
-        selected = {key.name for key in context.selected_asset_check_keys}
-        with dashboard_database.engine().connect() as conn:
-            for rule in rules:
-                if rule.name in selected:
-                    result = rule.evaluate(conn, target, template_check_settings)
-                    yield dg.AssetCheckResult(
-                        asset_key=dg.AssetKey(entity),
-                        check_name=rule.name,
-                        passed=result.passed,
-                        severity=result.severity,
-                        description=result.description,
-                        metadata=result.metadata,
-                    )
-
-    return _checks
 
 
-def build_template_checks() -> list[dg.AssetChecksDefinition]:
+def _quietly(build: Callable[[], T]) -> T:
     with warnings.catch_warnings():
         # Partitioned asset checks are a preview feature of Dagster 1.13; they are what makes
         # each site's result visible on its own partition.
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        return [build_entity_checks(entity) for entity in NAMES if rules_for(entity)]
+        return build()
 
 
-template_checks: list[dg.AssetChecksDefinition] = build_template_checks()
+def sync_check_specs() -> list[dg.AssetCheckSpec]:
+    """The check specs of the sync asset: every rule but freshness, for every entity."""
+    return _quietly(
+        lambda: [
+            _spec(rule, entity)
+            for entity in NAMES
+            for rule in rules_for(entity, include_freshness=False)
+        ]
+    )
+
+
+def evaluate_rules(
+    conn: sa.Connection,
+    target: CheckTarget,
+    settings: TemplateCheckSettings,
+    selected: Collection[str] | None = None,
+) -> Iterator[tuple[CheckRule, dg.AssetCheckResult]]:
+    """Evaluate the target entity's rules (those in ``selected``, by default all but freshness)."""
+    for rule in rules_for(target.entity, include_freshness=selected is not None):
+        if selected is None or rule.name in selected:
+            yield rule, rule.evaluate(conn, target, settings)
+
+
+def _build_freshness_checks() -> dg.AssetChecksDefinition:
+    specs = [_spec(RULES[FRESHNESS], entity) for entity in NAMES]
+
+    @dg.multi_asset_check(
+        name="template_freshness",
+        specs=specs,
+        description="Was each site's data synced within the freshness window? (The health "
+        "job evaluates it hourly for every site.)",
+        can_subset=True,
+    )
+    def _freshness(
+        context: dg.AssetCheckExecutionContext,
+        dashboard_database: DashboardDatabase,
+        template_check_settings: TemplateCheckSettings,
+    ) -> Iterator[dg.AssetCheckEvaluation]:
+        selected = {key.asset_key.path[-1] for key in context.selected_asset_check_keys}
+        for site in context.partition_keys:
+            with dashboard_database.engine().connect() as conn:
+                for entity in NAMES:
+                    if entity in selected:
+                        target = CheckTarget(site=site, entity=entity)
+                        result = evaluate_freshness(conn, target, template_check_settings)
+                        yield evaluation(entity, FRESHNESS, site, result, blocking=False)
+
+    return _freshness
+
+
+def evaluation(
+    entity: str, check: str, site: str, result: dg.AssetCheckResult, *, blocking: bool
+) -> dg.AssetCheckEvaluation:
+    """A check result as the evaluation of one site partition."""
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey(entity),
+        check_name=check,
+        passed=result.passed,
+        severity=result.severity,
+        description=result.description,
+        metadata=result.metadata,
+        blocking=blocking,
+        partition=site,
+    )
+
+
+freshness_checks: dg.AssetChecksDefinition = _quietly(_build_freshness_checks)

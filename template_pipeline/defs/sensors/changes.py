@@ -20,7 +20,7 @@ import dagster as dg
 from template_pipeline.defs.assets import template_site_sync_job
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.resources import TemplateClientResource
-from template_pipeline.defs.run_requests import sync_request
+from template_pipeline.defs.run_requests import ordered_sites, sync_request, windows
 from template_pipeline.domain.entities import ENTITIES, NAMES, sync_closure
 from template_pipeline.domain.sites import Site, SiteConfigError
 from template_pipeline.domain.validation import validate_stats
@@ -124,6 +124,33 @@ def _fingerprint(numbers: Mapping[str, Any]) -> str:
     return hashlib.blake2b(encoded, digest_size=6).hexdigest()
 
 
+# Unchanged sites a window of changed ones may take along: syncing them costs little more than
+# their fetch (unchanged records are neither validated nor written), less than a run of its own.
+CHANGES_MAX_GAP = 5
+
+
+def _change_requests(
+    ordered: list[str], changed: dict[str, list[str]], state: dict[str, Any]
+) -> list[dg.RunRequest]:
+    """One run per window of changed sites, for the entities any of them changed."""
+    requests = []
+    for window in windows(ordered, changed, max_gap=CHANGES_MAX_GAP):
+        wanted = {entity for site in window for entity in changed.get(site, ())}
+        entities = [entity for entity in NAMES if entity in wanted]
+        stamp = _fingerprint(
+            {site: state.get(site, {}).get("fingerprint") for site in window if site in changed}
+        )
+        requests.append(
+            sync_request(
+                window,
+                run_key=f"changes:{window[0]}..{window[-1]}:{stamp}",
+                trigger="changes",
+                entities=entities,
+            )
+        )
+    return requests
+
+
 @dg.sensor(
     name="template_changes_sensor",
     job=template_site_sync_job,
@@ -151,7 +178,7 @@ def template_changes_sensor(
     readings = read_site_numbers(sites)
 
     state: dict[str, Any] = {}
-    run_requests: list[dg.RunRequest] = []
+    changed: dict[str, list[str]] = {}
     unreachable: list[str] = []
     for key, reading in readings.items():
         before = previous.get(key) if isinstance(previous.get(key), dict) else None
@@ -165,13 +192,10 @@ def template_changes_sensor(
         entities = entities_to_sync(before.get("numbers", {}), reading) if before else []
         if entities:
             count += 1
-            run_requests.append(
-                sync_request(
-                    key, entities, f"changes:{key}:{count}:{_fingerprint(reading)}", "changes"
-                )
-            )
+            changed[key] = entities
             context.log.info(f"site {key}: stats changed, syncing {', '.join(entities)}")
-        state[key] = {"numbers": reading, "requests": count}
+        state[key] = {"numbers": reading, "requests": count, "fingerprint": _fingerprint(reading)}
+    run_requests = _change_requests(ordered_sites(context.instance), changed, state)
     cursor = json.dumps({"sites": state}, sort_keys=True, default=str)
     if run_requests:
         return dg.SensorResult(run_requests=run_requests, cursor=cursor)

@@ -2,9 +2,10 @@
 
 Reconciles the ``template_sites`` dynamic partitions with the registry through
 ``SensorResult(dynamic_partitions_requests=...)``: a new site gets its partition and a first
-full sync run, a site no longer configured loses its partition (its rows in the Dashboard are
-kept). Nothing changed: ``SkipReason``. An unusable registry (a typo in the sites file, a
-missing key variable): ``SkipReason`` naming the problem, partitions left as they are.
+full sync (many new sites a run), a site no longer configured loses its partition (its rows in
+the Dashboard are kept). Nothing changed: ``SkipReason``. An unusable registry (a typo in the
+sites file, a missing key variable): ``SkipReason`` naming the problem, partitions left as they
+are.
 """
 
 import json
@@ -15,7 +16,7 @@ import dagster as dg
 from template_pipeline.defs.assets import template_site_sync_job
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.resources import TemplateClientResource
-from template_pipeline.defs.run_requests import sync_request
+from template_pipeline.defs.run_requests import sync_request, windows
 from template_pipeline.domain.sites import SiteConfigError
 
 
@@ -73,10 +74,15 @@ def template_sites_sensor(
         f"sites added: {', '.join(added) or 'none'}; removed: {', '.join(removed) or 'none'}"
     )
     return dg.SensorResult(
-        # The generation in the key: a site removed and added back gets a first sync again.
+        # New partitions are appended in this order, so they form ranges of their own. The
+        # generation in the key: a site removed and added back gets a first sync again.
         run_requests=[
-            sync_request(site, None, f"first-sync:{site}:{generation}", "new-site")
-            for site in added
+            sync_request(
+                window,
+                run_key=f"first-sync:{window[0]}..{window[-1]}:{generation}",
+                trigger="new-site",
+            )
+            for window in windows(added)
         ],
         dynamic_partitions_requests=requests,
         cursor=SitesCursor(tuple(sorted(wanted)), generation).to_json(),

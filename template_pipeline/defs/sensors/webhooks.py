@@ -94,7 +94,11 @@ def template_webhook_sensor(
                 f"run ({why})"
             )
             continue
-        run_requests.append(sync_request(batch.site, batch.entities, batch.run_key, "webhook"))
+        run_requests.append(
+            sync_request(
+                [batch.site], run_key=batch.run_key, trigger="webhook", entities=batch.entities
+            )
+        )
     cursor = str(max(batch.event_ids[-1] for batch in batches))
     if not run_requests:
         return dg.SensorResult(
