@@ -17,6 +17,7 @@ from template_pipeline import __version__
 from template_pipeline.apps.cli import local, sites, sync, webhook
 from template_pipeline.apps.cli.common import EXIT_CONFIG, EXIT_OK, EXIT_SITE_FAILED, err
 from template_pipeline.domain.sites import SiteConfigError
+from template_pipeline.source.redaction import install_log_redaction
 from template_pipeline.store import db
 
 COMMANDS = (sync, sites, local, webhook)
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # With -v, urllib3 logs each request line (a redirect target's query included): API keys
+    # echoed there, in any encoding, are redacted (each client registers its key).
+    install_log_redaction()
     try:
         return args.func(args)
     except (SiteConfigError, db.DatabaseConfigError) as exc:
