@@ -78,6 +78,10 @@ class TemplateClientResource(dg.ConfigurableResource):
     max_record_bytes: int | None = _limit(
         "Largest record, serialised (a larger one is quarantined)", config.MAX_RECORD_BYTES
     )
+    probe_retry_pause_s: float | None = _limit(
+        "Pause before a health probe tries a transient failure again",
+        config.HEALTH_RETRY_PAUSE_S,
+    )
     sites_file: str | None = None  # overrides TEMPLATE_SITES_FILE when set
 
     def registry(self) -> SiteRegistry:
@@ -109,6 +113,11 @@ class TemplateClientResource(dg.ConfigurableResource):
             max_record_bytes=int(
                 _setting(self.max_record_bytes, config.MAX_RECORD_BYTES, "max_record_bytes")
             ),
+        )
+
+    def probe_retry_pause(self) -> float:
+        return _setting(
+            self.probe_retry_pause_s, config.HEALTH_RETRY_PAUSE_S, "probe_retry_pause_s"
         )
 
     def get_client(self, site_key: str, site_deadline: Deadline | None = None) -> TemplateClient:
@@ -204,8 +213,23 @@ class AlertSinks(dg.ConfigurableResource):
             f"{config.ALERT_MIN_SEVERITY.name} or {config.ALERT_MIN_SEVERITY.default}."
         ),
     )
+    health_failures_before_alert: int | None = Field(
+        default=None,
+        description=(
+            "Consecutive failed health probes before a site-down alert; default "
+            f"{config.HEALTH_FAILURES_BEFORE_ALERT.name} or "
+            f"{config.HEALTH_FAILURES_BEFORE_ALERT.default}."
+        ),
+    )
     connect_timeout: float = 3.0
     read_timeout: float = 5.0
+
+    def failures_before_alert(self) -> int:
+        variable = config.HEALTH_FAILURES_BEFORE_ALERT
+        value = _setting(self.health_failures_before_alert, variable, "failures_before_alert")
+        if value < 1 or value != int(value):
+            raise ValueError(f"{variable.name} must be a whole number >= 1, got {value:g}")
+        return int(value)
 
     def resolved_webhook_url(self) -> str | None:
         url = (self.webhook_url or config.ALERT_WEBHOOK_URL.get() or "").strip()

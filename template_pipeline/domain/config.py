@@ -133,6 +133,16 @@ MAX_RECORD_BYTES = _var(
     str(1024 * 1024),
     "largest record accepted (serialised); a larger one is quarantined alone",
 )
+HEALTH_RETRY_PAUSE_S = _var(
+    "TEMPLATE_HEALTH_RETRY_PAUSE_S",
+    "2",
+    "seconds a health probe waits before trying a transient failure again",
+)
+HEALTH_FAILURES_BEFORE_ALERT = _var(
+    "TEMPLATE_HEALTH_FAILURES_BEFORE_ALERT",
+    "2",
+    "consecutive failed health probes before a site-down alert",
+)
 WEBHOOK_SECRETS = _var(
     "TEMPLATE_WEBHOOK_SECRET_*",
     None,
