@@ -3,20 +3,29 @@
 ``template_health`` is a small op job rather than work inside the schedule: a schedule tick must
 stay quick and has no run to show its logs in, while a job run is visible in the UI, retried by
 the instance and alerted on like any other run. The job probes each configured site (``stats``
-endpoint, no retries, short timeouts), appends the result to ``template_site_health`` and alerts
-when a site goes down and when it comes back (the previous state is the site's latest row
-there). It also evaluates the ``freshness`` checks of every site partition: evaluated in a sync
-run they pass by definition, so this is where stale data shows.
+endpoint, short timeouts, one transient failure tried again after a pause: ``probe_site``),
+appends the result to ``template_site_health`` and alerts without crying wolf: a site is
+reported down only once ``failures_before_alert`` consecutive probes failed (counted from its
+rows there, since its latest ``up`` row), saying since when; and back up only if that down
+alert was sent. It also evaluates the ``freshness`` checks of every site partition: evaluated in
+a sync run they pass by definition, so this is where stale data shows.
 """
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 import dagster as dg
 import sqlalchemy as sa
 
-from template_pipeline.defs.alerts.sinks import AlertLog, Delivery, health_alert, resolve_alerts
+from template_pipeline.defs.alerts.sinks import (
+    AlertLog,
+    Delivery,
+    health_alert,
+    open_alert_severity,
+    resolve_alerts,
+)
 from template_pipeline.defs.checks.freshness import freshness_evaluations
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.resources import (
@@ -56,6 +65,29 @@ class SiteHealth:
     changed: bool
     probe_id: int
     delivery: Delivery | None = None
+    # Consecutive failed probes up to this one (0 when up), and when that streak began; for an
+    # up probe, the streak it ended.
+    failures: int = 0
+    down_since: datetime | None = None
+
+
+def _streak(conn: sa.Connection, site: str, before: int) -> tuple[int, datetime | None]:
+    """Failed probes of ``site`` with an id below ``before``, since its last ``up`` one."""
+    health = template_site_health
+    last_up = (
+        sa.select(sa.func.max(health.c.id))
+        .where(health.c.site == site, health.c.status == "up", health.c.id < before)
+        .scalar_subquery()
+    )
+    count, since = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(health.c.checked_at)).where(
+            health.c.site == site,
+            health.c.status == "down",
+            health.c.id < before,
+            health.c.id > sa.func.coalesce(last_up, 0),
+        )
+    ).one()
+    return int(count), since
 
 
 def _record_probe(
@@ -68,6 +100,7 @@ def _record_probe(
 ) -> SiteHealth:
     health = template_site_health
     status = "up" if probe == "ok" else "down"
+    latency_ms = None if latency is None else round(latency * 1000, 1)
     with engine.begin() as conn:
         # One writer per site at a time, so two overlapping health runs agree on what changed.
         xact_lock_sa(conn, "site_health", site)
@@ -77,7 +110,7 @@ def _record_probe(
             .order_by(health.c.checked_at.desc(), health.c.id.desc())
             .limit(1)
         ).scalar_one_or_none()
-        # A site seen for the first time "changes" only if it is down: that is worth an alert.
+        # A site seen for the first time "changes" only if it is down.
         changed = previous != status if previous is not None else status == "down"
         probe_id = conn.execute(
             sa.insert(health)
@@ -85,23 +118,49 @@ def _record_probe(
                 site=site,
                 status=status,
                 probe=probe,
-                latency_ms=None if latency is None else round(latency * 1000, 1),
+                latency_ms=latency_ms,
                 detail=detail or None,
                 changed=changed,
                 run_id=run_id,
             )
             .returning(health.c.id)
         ).scalar_one()
+        # Down: the streak this probe belongs to; up: the one it ended.
+        failures, since = _streak(conn, site, probe_id + 1 if status == "down" else probe_id)
     return SiteHealth(
         site=site,
         status=status,
         probe=probe,
-        latency_ms=None if latency is None else round(latency * 1000, 1),
+        latency_ms=latency_ms,
         detail=detail,
         previous=previous,
         changed=changed,
         probe_id=probe_id,
+        failures=failures,
+        down_since=since,
     )
+
+
+def _alert(
+    health: SiteHealth, *, engine: sa.Engine, sinks: AlertSinks, log: AlertLog, threshold: int
+) -> Delivery | None:
+    """Down once the streak reaches ``threshold`` probes; back up only after a down alert."""
+    alerted = open_alert_severity(engine, "health", health.site, None, None) is not None
+    up = health.status == "up"
+    if up and alerted:
+        resolve_alerts(engine, "health", health.site, None, None)
+    elif up or alerted or health.failures < threshold:
+        return None
+    alert = health_alert(
+        health.site,
+        health.probe_id,
+        up=up,
+        probe=health.probe,
+        detail=health.detail,
+        since=health.down_since,
+        failures=health.failures,
+    )
+    return sinks.deliver(alert, engine=engine, log=log)
 
 
 def check_site_health(
@@ -112,10 +171,16 @@ def check_site_health(
     log: AlertLog,
     run_id: str | None = None,
     prober: Prober = probe_site,
+    failures_before_alert: int | None = None,
 ) -> list[SiteHealth]:
-    """Probe ``sites``, record each result, alert on each change of state."""
+    """Probe ``sites``, record each result, alert as :func:`_alert` decides.
+
+    ``failures_before_alert`` defaults to the sinks' setting
+    (``TEMPLATE_HEALTH_FAILURES_BEFORE_ALERT``, 2).
+    """
     if not sites:
         return []
+    threshold = failures_before_alert or sinks.failures_before_alert()
 
     def probe(site: Site) -> tuple[str, float | None, str]:
         try:
@@ -126,17 +191,9 @@ def check_site_health(
     with ThreadPoolExecutor(max_workers=min(_PROBE_WORKERS, len(sites))) as pool:
         probes = list(pool.map(probe, sites))
     results = []
-    for site, (probe, latency, detail) in zip(sites, probes, strict=True):
-        health = _record_probe(engine, site.key, probe, latency, detail, run_id)
-        if health.changed:
-            up = health.status == "up"
-            if up:
-                resolve_alerts(engine, "health", site.key, None, None)
-            health.delivery = sinks.deliver(
-                health_alert(site.key, health.probe_id, up=up, probe=probe, detail=detail),
-                engine=engine,
-                log=log,
-            )
+    for site, (probe_name, latency, detail) in zip(sites, probes, strict=True):
+        health = _record_probe(engine, site.key, probe_name, latency, detail, run_id)
+        health.delivery = _alert(health, engine=engine, sinks=sinks, log=log, threshold=threshold)
         results.append(health)
     return results
 
@@ -157,12 +214,14 @@ def probe_template_sites(
         raise dg.Failure(
             description=f"site registry unusable: {exc}", allow_retries=False
         ) from None
+    pause = template_client.probe_retry_pause()
     results = check_site_health(
         list(registry),
         engine=dashboard_database.engine(),
         sinks=alert_sinks,
         log=context.log,
         run_id=context.run_id,
+        prober=lambda site: probe_site(site, pause=pause),
     )
     down = [r.site for r in results if r.status == "down"]
     context.add_output_metadata(
@@ -171,6 +230,7 @@ def probe_template_sites(
             "up": len(results) - len(down),
             "down": dg.MetadataValue.json(down),
             "changed": dg.MetadataValue.json([r.site for r in results if r.changed]),
+            "alerted": dg.MetadataValue.json([r.site for r in results if r.delivery]),
         }
     )
     for result in results:

@@ -9,6 +9,7 @@ definitions load with no secret and no database.
 import os
 from dataclasses import asdict
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -24,14 +25,36 @@ from template_pipeline.source.client import (
     TemplateClient,
     client_for,
 )
+from template_pipeline.source.deadline import Deadline
 from template_pipeline.store import db
 from template_pipeline.store.schema import ensure_schema
 
 _SYNC = asdict(SYNC_SETTINGS)
 
 
+def _setting(value: float | None, variable: config.Variable, field_name: str) -> float:
+    if value is not None:
+        return float(value)
+    raw = variable.get()
+    try:
+        return float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{variable.name} ({field_name}) must be a number, got {raw!r}") from None
+
+
+def _limit(description: str, variable: config.Variable) -> Any:
+    return Field(
+        default=None,
+        description=f"{description}; default {variable.name} or {variable.default}.",
+    )
+
+
 class TemplateClientResource(dg.ConfigurableResource):
-    """The sites' export API: typed fields, a client per site built at run time."""
+    """The sites' export API: typed fields, a client per site built at run time.
+
+    The deadlines and size limits left unset come from their environment variables, then from
+    their documented defaults (the README's Reliability section).
+    """
 
     page_size: int = _SYNC["page_size"]
     connect_timeout: float = _SYNC["connect_timeout"]
@@ -39,6 +62,26 @@ class TemplateClientResource(dg.ConfigurableResource):
     max_retries: int = _SYNC["max_retries"]
     max_retry_after: float = _SYNC["max_retry_after"]
     max_pages: int = _SYNC["max_pages"]
+    request_deadline_s: float | None = _limit(
+        "Seconds one HTTP attempt may take (connect, headers, whole body)",
+        config.REQUEST_DEADLINE_S,
+    )
+    endpoint_deadline_s: float | None = _limit(
+        "Seconds one endpoint may take (every page, retry and wait)", config.ENDPOINT_DEADLINE_S
+    )
+    site_deadline_s: float | None = _limit(
+        "Seconds one client (one site's sync) may take", config.SITE_DEADLINE_S
+    )
+    max_response_bytes: int | None = _limit(
+        "Largest response body, after decompression", config.MAX_RESPONSE_BYTES
+    )
+    max_record_bytes: int | None = _limit(
+        "Largest record, serialised (a larger one is quarantined)", config.MAX_RECORD_BYTES
+    )
+    probe_retry_pause_s: float | None = _limit(
+        "Pause before a health probe tries a transient failure again",
+        config.HEALTH_RETRY_PAUSE_S,
+    )
     sites_file: str | None = None  # overrides TEMPLATE_SITES_FILE when set
 
     def registry(self) -> SiteRegistry:
@@ -55,11 +98,37 @@ class TemplateClientResource(dg.ConfigurableResource):
             max_retries=self.max_retries,
             max_retry_after=self.max_retry_after,
             max_pages=self.max_pages,
+            request_deadline_s=_setting(
+                self.request_deadline_s, config.REQUEST_DEADLINE_S, "request_deadline_s"
+            ),
+            endpoint_deadline_s=_setting(
+                self.endpoint_deadline_s, config.ENDPOINT_DEADLINE_S, "endpoint_deadline_s"
+            ),
+            site_deadline_s=_setting(
+                self.site_deadline_s, config.SITE_DEADLINE_S, "site_deadline_s"
+            ),
+            max_response_bytes=int(
+                _setting(self.max_response_bytes, config.MAX_RESPONSE_BYTES, "max_response_bytes")
+            ),
+            max_record_bytes=int(
+                _setting(self.max_record_bytes, config.MAX_RECORD_BYTES, "max_record_bytes")
+            ),
         )
 
-    def get_client(self, site_key: str) -> TemplateClient:
-        """A new client for one site; use it as a context manager so its session closes."""
-        return client_for(self.registry().get(site_key), self.settings())
+    def probe_retry_pause(self) -> float:
+        return _setting(
+            self.probe_retry_pause_s, config.HEALTH_RETRY_PAUSE_S, "probe_retry_pause_s"
+        )
+
+    def get_client(self, site_key: str, site_deadline: Deadline | None = None) -> TemplateClient:
+        """A new client for one site; use it as a context manager so its session closes.
+
+        ``site_deadline``: one deadline shared by the clients of one site's sync (without it,
+        the client's ``site_deadline_s`` starts now).
+        """
+        return client_for(
+            self.registry().get(site_key), self.settings(), site_deadline=site_deadline
+        )
 
 
 class DashboardDatabase(dg.ConfigurableResource):
@@ -73,16 +142,6 @@ class DashboardDatabase(dg.ConfigurableResource):
         """The pooled engine of the database, its schema created on first use in a process."""
         ensure_schema(self.database_url)
         return db.get_engine(self.database_url)
-
-
-def _setting(value: float | None, variable: config.Variable, field_name: str) -> float:
-    if value is not None:
-        return float(value)
-    raw = variable.get()
-    try:
-        return float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{variable.name} ({field_name}) must be a number, got {raw!r}") from None
 
 
 class TemplateCheckSettings(dg.ConfigurableResource):
@@ -154,8 +213,23 @@ class AlertSinks(dg.ConfigurableResource):
             f"{config.ALERT_MIN_SEVERITY.name} or {config.ALERT_MIN_SEVERITY.default}."
         ),
     )
+    health_failures_before_alert: int | None = Field(
+        default=None,
+        description=(
+            "Consecutive failed health probes before a site-down alert; default "
+            f"{config.HEALTH_FAILURES_BEFORE_ALERT.name} or "
+            f"{config.HEALTH_FAILURES_BEFORE_ALERT.default}."
+        ),
+    )
     connect_timeout: float = 3.0
     read_timeout: float = 5.0
+
+    def failures_before_alert(self) -> int:
+        variable = config.HEALTH_FAILURES_BEFORE_ALERT
+        value = _setting(self.health_failures_before_alert, variable, "failures_before_alert")
+        if value < 1 or value != int(value):
+            raise ValueError(f"{variable.name} must be a whole number >= 1, got {value:g}")
+        return int(value)
 
     def resolved_webhook_url(self) -> str | None:
         url = (self.webhook_url or config.ALERT_WEBHOOK_URL.get() or "").strip()

@@ -129,6 +129,41 @@ SITE_LOCK_WAIT_S = _var(
     "600",
     "how long a run waits for a site that another run is writing before failing it",
 )
+REQUEST_DEADLINE_S = _var(
+    "TEMPLATE_REQUEST_DEADLINE_S",
+    "60",
+    "seconds one HTTP attempt to a site may take: connect, headers and the whole body",
+)
+ENDPOINT_DEADLINE_S = _var(
+    "TEMPLATE_ENDPOINT_DEADLINE_S",
+    "600",
+    "seconds one endpoint of a site may take: all its pages, retries and waits",
+)
+SITE_DEADLINE_S = _var(
+    "TEMPLATE_SITE_DEADLINE_S",
+    "1200",
+    "seconds everything a client does for one site may take",
+)
+MAX_RESPONSE_BYTES = _var(
+    "TEMPLATE_MAX_RESPONSE_BYTES",
+    str(64 * 1024 * 1024),
+    "largest response body accepted, counted after decompression",
+)
+MAX_RECORD_BYTES = _var(
+    "TEMPLATE_MAX_RECORD_BYTES",
+    str(1024 * 1024),
+    "largest record accepted (serialised); a larger one is quarantined alone",
+)
+HEALTH_RETRY_PAUSE_S = _var(
+    "TEMPLATE_HEALTH_RETRY_PAUSE_S",
+    "2",
+    "seconds a health probe waits before trying a transient failure again",
+)
+HEALTH_FAILURES_BEFORE_ALERT = _var(
+    "TEMPLATE_HEALTH_FAILURES_BEFORE_ALERT",
+    "2",
+    "consecutive failed health probes before a site-down alert",
+)
 WEBHOOK_SECRETS = _var(
     "TEMPLATE_WEBHOOK_SECRET_*",
     None,

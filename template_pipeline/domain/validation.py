@@ -43,6 +43,7 @@ from template_pipeline.domain.models.reasons import (
 )
 from template_pipeline.domain.models.records import OrderItem, Stats
 from template_pipeline.domain.models.rows import RowContext, RowError, cents, image_url_joiner
+from template_pipeline.domain.screening import bounded_names, screen
 
 # Records validated per pydantic call (see _validate).
 _CHUNK = 128
@@ -192,13 +193,16 @@ def validate_records(
         )
     records = records if isinstance(records, list) else list(records)
     ctx = RowContext(image_url=image_url_joiner(base_url), seen=set())
+    # Poison records (see screening) are quarantined alone, before the page is validated.
+    clean, poisoned = screen(records, spec.id_field)
     with gc_paused():
-        rows, sources, rejects = _validate(spec, records, ctx, hashes) if records else ([], [], [])
+        rows, sources, rejects = _validate(spec, clean, ctx, hashes) if clean else ([], [], [])
+    rejects[:0] = poisoned
     if entity == "settings":
         rows, duplicates = _drop_duplicate_settings(rows, sources)
         rejects.extend(duplicates)
     # Unknown item fields of orders are named "items[].<field>" (see _item_json).
-    new_fields = {name for name in ctx.seen if name not in BY_NAME[entity].known_fields}
+    new_fields = bounded_names(n for n in ctx.seen if n not in BY_NAME[entity].known_fields)
     return ValidatedBatch(rows=rows, rejects=rejects, fetched=len(records), new_fields=new_fields)
 
 

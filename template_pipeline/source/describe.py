@@ -1,12 +1,12 @@
 """Key-free, bounded descriptions of URLs, responses and failures, for errors and logs.
 
 Whatever a server sends (an error body, a page title, a redirect target) is shortened here and
-never copied into a message unbounded; callers redact the API key from the result.
+never copied into a message unbounded; a URL's query string (where a server may echo the key)
+and user info are never shown at all. Callers redact the API key from the result as well.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -14,38 +14,39 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-try:  # orjson parses large pages several times faster; json is the fallback.
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - orjson is a declared dependency
-    _orjson = None
+from template_pipeline.source.decoding import loads_or_none
 
 SERVER_MESSAGE_LIMIT = 200
-
-
-def loads(body: bytes) -> Any:
-    """Parse a JSON body: orjson first, json where orjson refuses (UTF-16, huge integers)."""
-    if _orjson is not None:
-        try:
-            return _orjson.loads(body)
-        except _orjson.JSONDecodeError:
-            pass  # json is more lenient (UTF-16 bodies, huge integers); let it decide
-    return json.loads(body)
+URL_LIMIT = 200
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) of ``url``: what "the same site" means for the API key."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    """(scheme, host, port) of ``url``: what "the same site" means for the API key.
+
+    An unparsable URL (a bad port in a redirect target) is an origin of its own, equal to none.
+    """
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        return "invalid", url, None
     return scheme, (parts.hostname or "").lower(), port
 
 
 def display_url(url: str) -> str:
-    """``url`` without user info, for logs and messages."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    """``url`` for logs and messages: no user info, no fragment, its query shown as ``?…``.
+
+    A server-provided URL (a redirect target) may carry anything in its query, the key echoed
+    back included; the client's own queries are shown from its parameters instead.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "an unparsable URL"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    shown = urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+    return shorten(shown, URL_LIMIT)
 
 
 def json_type(value: Any) -> str:
@@ -104,15 +105,12 @@ def shorten(text: str, limit: int = SERVER_MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def server_message(response: requests.Response) -> str:
-    """The server's own error text from a JSON error body, if any."""
+def server_message(response: requests.Response, body: bytes) -> str:
+    """The server's own error text from a JSON error ``body``, if any (shortened)."""
     content_type = response.headers.get("Content-Type", "")
     if "json" not in content_type.lower():
         return ""
-    try:
-        payload = loads(response.content)
-    except ValueError:
-        return ""
+    payload = loads_or_none(body)
     if isinstance(payload, Mapping):
         message = payload.get("error") or payload.get("message") or payload.get("detail")
         if isinstance(message, str) and message.strip():

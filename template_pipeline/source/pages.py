@@ -1,10 +1,18 @@
 """Pagination: a lazy generator of pages that ends only on an empty page, and its prefetcher.
 
 The offset advances by the number of records received, because servers cap page sizes below the
-``limit`` asked for; only an empty page ends the listing. A page that repeats the previous one
-(a server that ignores ``offset``) and a listing longer than the page cap fail loudly instead of
-looping forever. :func:`prefetched` reads ahead in a background thread so that the network
-overlaps with the consumer's validation and database work.
+``limit`` asked for; only an empty page ends the listing. Whatever a server does instead of
+ending, the listing fails loudly instead of looping on:
+
+* a page that repeats the previous one (a server that ignores ``offset``);
+* a page made only of records already received (a server that ignores ``offset`` but rotates
+  its records, so no two pages are equal): the ids received are kept as a set of hashes;
+* far more records than the site's own ``stats`` announce, when the caller passes that count
+  (``expected_total``): more than ``max(2 * expected + 100, expected + 1000)`` records;
+* more pages than ``max_pages``; and, for every endpoint, its deadline (see the client).
+
+:func:`prefetched` reads ahead in a background thread so that the network overlaps with the
+consumer's validation and database work.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import Any
 
 from template_pipeline.source.errors import TemplatePaginationError, TemplateResponseError
@@ -28,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 Page = list[dict[str, Any]]
 
+# Ids kept for the rotation check: about 60 bytes each; a listing longer than this is still
+# bounded by the page cap, the expected total and the endpoint deadline.
+MAX_TRACKED_IDS = 2_000_000
+
+_NONE_HASH = hash(None)
 _PREFETCH_DONE = object()
 # How often a blocked prefetch thread or consumer looks at the stop flag / the thread's health.
 _PREFETCH_POLL = 0.05
@@ -55,13 +69,79 @@ def page_identity(records: list[Any]) -> tuple[int, str]:
     return len(records), _fingerprint([records[0], records[-1]])
 
 
+def expected_bound(expected_total: int) -> int:
+    """How many records a listing may serve when the site's stats announce ``expected_total``.
+
+    Generous (records are added while a sync reads, stats may lag), but finite.
+    """
+    return max(2 * expected_total + 100, expected_total + 1000)
+
+
+class SeenIds:
+    """The ids of the records received so far, as hashes (bounded memory, any id type)."""
+
+    __slots__ = ("_hashes", "id_field")
+
+    def __init__(self, id_field: str = "id") -> None:
+        self.id_field = id_field
+        self._hashes: set[int] = set()
+
+    def only_repeats(self, records: Page) -> bool:
+        """Record the page's ids; True when every one of them had been received before.
+
+        A page whose records lack a usable id (none, or not hashable) is never called a repeat.
+        """
+        try:
+            hashes = set(map(hash, map(itemgetter(self.id_field), records)))
+        except (KeyError, TypeError):
+            return False
+        if _NONE_HASH in hashes:
+            return False
+        repeats = hashes <= self._hashes
+        if len(self._hashes) < MAX_TRACKED_IDS:
+            self._hashes |= hashes
+        return repeats
+
+
+def _check_page(
+    records: Page, offset: int, previous: tuple[int, str] | None, seen: SeenIds, bound: int | None
+) -> tuple[int, str] | str:
+    """The page's identity, or the reason why pagination cannot be trusted."""
+    fingerprint = page_identity(records)
+    if fingerprint == previous:
+        return (
+            f"the page at offset {offset} repeats the previous page ({len(records)} records): "
+            "the server ignores offset, so reading on would loop forever or duplicate records"
+        )
+    if bound is not None and offset + len(records) > bound:
+        return (
+            f"the site has served {offset + len(records)} records, far more than its own stats "
+            f"announce (at most {bound} expected): it ignores offset or never ends its listing"
+        )
+    if seen.only_repeats(records):
+        return (
+            f"every record of the page at offset {offset} ({len(records)} records) was already "
+            "received: the server ignores offset and rotates its records, so reading on would "
+            "loop forever or duplicate records"
+        )
+    return fingerprint
+
+
 def iter_pages(
-    fetch_page: Callable[[int], Page], *, site: str, endpoint: str, max_pages: int
+    fetch_page: Callable[[int], Page],
+    *,
+    site: str,
+    endpoint: str,
+    max_pages: int,
+    expected_total: int | None = None,
+    id_field: str = "id",
 ) -> Iterator[Page]:
     """Pages from ``fetch_page(offset)`` until an empty one (one request per ``next()``)."""
     offset = 0
     pages = 0
     previous: tuple[int, str] | None = None
+    seen = SeenIds(id_field)
+    bound = None if expected_total is None else expected_bound(expected_total)
     while True:
         records = fetch_page(offset)
         if not records:
@@ -82,16 +162,10 @@ def iter_pages(
                 site=site,
                 endpoint=endpoint,
             )
-        fingerprint = page_identity(records)
-        if fingerprint == previous:
-            raise TemplatePaginationError(
-                f"the page at offset {offset} repeats the previous page "
-                f"({len(records)} records): the server ignores offset, so reading on "
-                "would loop forever or duplicate records",
-                site=site,
-                endpoint=endpoint,
-            )
-        previous = fingerprint
+        checked = _check_page(records, offset, previous, seen, bound)
+        if isinstance(checked, str):
+            raise TemplatePaginationError(checked, site=site, endpoint=endpoint)
+        previous = checked
         yield records
         offset += len(records)
 

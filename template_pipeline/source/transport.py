@@ -1,50 +1,62 @@
-"""HTTP for one site: a keep-alive session, retries with backoff, decoding into JSON or an error.
+"""HTTP for one site: a keep-alive session, retries within deadlines, bodies within limits.
 
-One :class:`Transport` talks to one site: explicit ``(connect, read)`` timeouts on every call,
-retries with exponential backoff and full jitter for connection failures, timeouts, 429 and 5xx
-(honouring ``Retry-After``), and typed errors that name the site and the endpoint.
+One :class:`Transport` talks to one site. Every attempt is bounded: connect and read timeouts,
+each shortened to what the tightest deadline leaves (request, endpoint, site: :mod:`.deadline`),
+redirects followed by hand (:mod:`.redirects`), the body read in chunks within its size limit
+(:mod:`.body`) and parsed (:mod:`.decoding`). Connection failures, timeouts, 408, 429, 5xx and
+bodies cut short are retried with exponential backoff and full jitter, honouring
+``Retry-After``, as long as the deadlines allow; a ``Retry-After`` beyond ``max_retry_after``,
+or beyond what the deadlines leave, fails at once, saying what the server asked.
 
 The API key travels only in the ``X-API-Key`` header of requests to the site's own origin. It is
-never logged, never part of an error message or a ``repr``, and never sent on a redirect to
-another origin.
+never logged and never part of an error, in any form a server may echo it (:mod:`.redaction`).
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
 
 from template_pipeline.domain import config
+from template_pipeline.source import redaction
+from template_pipeline.source.answers import document_of, html_error, looks_like_html
+from template_pipeline.source.attempts import (
+    Failed,
+    Failure,
+    Limits,
+    RetryPolicy,
+    final_error,
+    parse_retry_after,
+    read_failure,
+)
+from template_pipeline.source.body import ACCEPT_ENCODING, BodyDeadline, BodyTooLarge, read_body
+from template_pipeline.source.deadline import Budget, Clock, Deadline
+from template_pipeline.source.decoding import Document
 from template_pipeline.source.describe import (
     describe_cause,
     display_url,
-    loads,
-    origin,
     server_message,
-    shorten,
     status_text,
 )
 from template_pipeline.source.errors import (
-    TemplateAuthenticationError,
     TemplateConnectionError,
+    TemplateDeadlineError,
     TemplateError,
-    TemplateNotFoundError,
     TemplateResponseError,
+    TemplateTooLargeError,
 )
+from template_pipeline.source.redirects import API_KEY_HEADER, RedirectError, get_following
 
 logger = logging.getLogger(__name__)
 
-API_KEY_HEADER = "X-API-Key"
+__all__ = ["API_KEY_HEADER", "Limits", "RetryPolicy", "Transport", "parse_retry_after"]
+
 _RETRYABLE_STATUSES = frozenset({408, 429})
 # Failures of the network, not of the site's answer: worth another attempt.
 _TRANSIENT_ERRORS = (
@@ -52,76 +64,18 @@ _TRANSIENT_ERRORS = (
     requests.ConnectionError,
     requests.exceptions.ChunkedEncodingError,
 )
-MAX_REDIRECTS = 5
-_TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_REDACTED = "[redacted]"
+# An error answer is read only for its message.
+ERROR_BODY_BYTES = 64 * 1024
 
 
-class ExportSession(requests.Session):
-    """A session that never carries the API key to another origin on a redirect.
-
-    requests strips ``Authorization`` on cross-host redirects but knows nothing of custom
-    headers, so a site redirecting to a CDN or a login service would otherwise receive the key.
-    The comparison is by origin (scheme, host, port): even an http -> https upgrade drops it.
-    """
-
-    def rebuild_auth(
-        self, prepared_request: requests.PreparedRequest, response: requests.Response
-    ) -> None:
-        super().rebuild_auth(prepared_request, response)
-        previous_url = response.request.url if response.request is not None else None
-        if (
-            previous_url is None
-            or prepared_request.url is None
-            or origin(previous_url) != origin(prepared_request.url)
-        ):
-            prepared_request.headers.pop(API_KEY_HEADER, None)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    """Why one attempt failed, kept until the retries are exhausted."""
-
-    kind: type[TemplateError]
-    reason: str
-    retryable: bool
-    status: int | None = None
-    retry_after: float | None = None
-    cause: BaseException | None = None
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long one request is retried."""
-
-    max_retries: int = 5
-    backoff_factor: float = 0.5
-    max_backoff: float = 30.0
-    max_retry_after: float = 60.0
+class _Expired(Exception):
+    def __init__(self, deadline: Deadline) -> None:
+        super().__init__(deadline.scope)
+        self.deadline = deadline
 
 
 class Transport:
-    """GET requests to one site's export API, decoded into JSON or raised as a typed error."""
+    """GET requests to one site's export API, decoded into documents or typed errors."""
 
     def __init__(
         self,
@@ -134,17 +88,25 @@ class Transport:
         retry: RetryPolicy,
         user_agent: str,
         sleep: Callable[[float], None] = time.sleep,
+        limits: Limits | None = None,
+        site_deadline: Deadline | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.site = site
         self.base_url = base_url
         self.api_key_env = api_key_env
         self.timeout = timeout
         self.retry = retry
+        self.limits = limits or Limits()
+        self.site_deadline = site_deadline
+        self.clock = clock
         self._api_key = api_key
+        self._redactor = redaction.Redactor([api_key])
+        redaction.register_secret(api_key)
+        redaction.install_log_redaction(root_handlers=False)
         self._sleep = sleep
         self._random = random.Random()
-        self._session = ExportSession()
-        self._session.max_redirects = MAX_REDIRECTS
+        self._session = requests.Session()
         # With trust_env, requests re-reads the proxy variables and ~/.netrc on every request
         # (about a tenth of the client's time on a large site). Every request of this client
         # goes to one origin, so the environment's proxies (NO_PROXY included) and CA bundle are
@@ -154,13 +116,19 @@ class Transport:
         ca_bundle = config.value(config.REQUESTS_CA_BUNDLE) or config.value(config.CURL_CA_BUNDLE)
         if ca_bundle:
             self._session.verify = ca_bundle
-        self._session.headers.update({"Accept": "application/json", "User-Agent": user_agent})
+        self._session.headers.update(
+            {
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+                "User-Agent": user_agent,
+            }
+        )
 
     def close(self) -> None:
         self._session.close()
 
     def redact(self, text: str) -> str:
-        return text.replace(self._api_key, _REDACTED) if self._api_key in text else text
+        return self._redactor.redact(text)
 
     def error(
         self,
@@ -168,33 +136,55 @@ class Transport:
         message: str,
         cls: type[TemplateError] = TemplateResponseError,
         status: int | None = None,
+        retryable: bool | None = None,
     ) -> TemplateError:
-        return cls(self.redact(message), site=self.site, endpoint=endpoint, status=status)
+        return cls(
+            self.redact(message),
+            site=self.site,
+            endpoint=endpoint,
+            status=status,
+            retryable=retryable,
+        )
 
     def url(self, endpoint: str) -> str:
         return urljoin(self.base_url, f"api/export/{endpoint}")
 
     def get_json(
+        self, endpoint: str, params: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> Any:
+        """The decoded JSON of ``GET api/export/<endpoint>`` (see :meth:`get_document`)."""
+        return self.get_document(endpoint, params, **kwargs).value
+
+    def get_document(
         self,
         endpoint: str,
         params: Mapping[str, Any] | None = None,
         *,
         max_retries: int | None = None,
-    ) -> Any:
-        """The decoded JSON document of ``GET api/export/<endpoint>``, after the retries."""
+        deadline: Deadline | None = None,
+    ) -> Document:
+        """The document of ``GET api/export/<endpoint>``, after the retries ``deadline`` allows.
+
+        ``deadline`` is the endpoint's (the caller's); the site deadline applies too.
+        """
         url = self.url(endpoint)
         retries = self.retry.max_retries if max_retries is None else max_retries
         attempts = retries + 1
-        failure: _Failure | None = None
+        outer = Budget((deadline, self.site_deadline))
+        failure: Failure | None = None
         attempt = 0
         for attempt in range(1, attempts + 1):
-            outcome = self._attempt(endpoint, url, params)
-            if not isinstance(outcome, _Failure):
+            expired = outer.expired()
+            if expired is not None:
+                raise self.deadline_error(endpoint, expired, f"before attempt {attempt}", failure)
+            request = Deadline(self.limits.request_deadline_s, "request", self.clock)
+            outcome = self._attempt(endpoint, url, params, outer + request)
+            if not isinstance(outcome, Failure):
                 return outcome
             failure = outcome
             if not failure.retryable or attempt == attempts:
                 break
-            delay = self.retry_delay(attempt, failure.retry_after)
+            delay = self._delay(endpoint, attempt, failure, outer)
             logger.warning(
                 "site %r, endpoint %r: %s; retry %d/%d in %.2f s",
                 self.site,
@@ -206,70 +196,14 @@ class Transport:
             )
             self._sleep(delay)
         assert failure is not None
-        raise self._final_error(endpoint, url, failure, attempt)
-
-    def _attempt(self, endpoint: str, url: str, params: Mapping[str, Any] | None) -> Any:
-        """One request: the decoded document, or the :class:`_Failure` to retry or raise."""
-        started = time.perf_counter()
-        try:
-            response = self._session.get(
-                url, params=params, headers={API_KEY_HEADER: self._api_key}, timeout=self.timeout
-            )
-        except _TRANSIENT_ERRORS as exc:
-            return _Failure(TemplateConnectionError, describe_cause(exc), retryable=True, cause=exc)
-        except requests.TooManyRedirects as exc:
-            return _Failure(
-                TemplateResponseError,
-                f"more than {MAX_REDIRECTS} redirects",
-                retryable=False,
-                cause=exc,
-            )
-        except requests.RequestException as exc:
-            return _Failure(
-                TemplateConnectionError, describe_cause(exc), retryable=False, cause=exc
-            )
-        logger.debug(
-            "GET %s -> %s in %.3f s (%d bytes)",
-            display_url(response.url or url),
-            response.status_code,
-            time.perf_counter() - started,
-            len(response.content),
-        )
-        status = response.status_code
-        if status in _RETRYABLE_STATUSES or status >= 500:
-            return _Failure(
-                TemplateResponseError,
-                status_text(response) + server_message(response),
-                retryable=True,
-                status=status,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
-        return self._decode(endpoint, response)
-
-    def _final_error(
-        self, endpoint: str, url: str, failure: _Failure, attempt: int
-    ) -> TemplateError:
-        # Raised by the caller outside any except block, so that no exception with the request
-        # attached is left as an implicit __context__; the cause is chained only when its text
-        # is key-free.
-        if failure.kind is TemplateConnectionError:
-            what = "could not reach the site"
-        else:
-            what = "the site kept failing" if failure.retryable else "the request failed"
-        tries = f"after {attempt} attempt{'s' if attempt != 1 else ''}"
-        error = failure.kind(
-            self.redact(f"{what} {tries}: {failure.reason} (GET {display_url(url)})"),
+        raise final_error(
+            failure,
+            attempt,
             site=self.site,
             endpoint=endpoint,
-            status=failure.status,
-            attempts=attempt,
+            where=f"GET {display_url(url)}",
+            redactor=self._redactor,
         )
-        cause = failure.cause
-        if cause is not None and (self._api_key in str(cause) or self._api_key in repr(cause)):
-            cause = None
-        error.__cause__ = cause
-        error.__suppress_context__ = True
-        return error
 
     def retry_delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -281,72 +215,169 @@ class Transport:
         )
         return self._random.uniform(0.0, ceiling)
 
-    def _decode(self, endpoint: str, response: requests.Response) -> Any:
-        status = response.status_code
-        if status in (401, 403):
-            hint = f"check {self.api_key_env}" if self.api_key_env else "check the site's API key"
-            message = f"{status_text(response)}: the API key was refused ({hint})"
-            message += server_message(response) + self._redirect_hint(response)
-            raise self.error(endpoint, message, TemplateAuthenticationError, status)
-        if status == 404:
+    def _delay(self, endpoint: str, attempt: int, failure: Failure, outer: Budget) -> float:
+        """The wait before the next attempt; an error now when the wait cannot be afforded."""
+        asked = failure.retry_after
+        if asked is not None and asked > self.retry.max_retry_after:
             raise self.error(
                 endpoint,
-                f"{status_text(response)} at GET {display_url(response.url)}: is base_url "
-                "right, and does this Template version serve this export endpoint?"
-                + server_message(response),
-                TemplateNotFoundError,
-                status,
+                f"{failure.reason}: the site asks to wait {asked:g} s before another attempt "
+                f"(Retry-After), more than max_retry_after ({self.retry.max_retry_after:g} s): "
+                "not retrying",
+                failure.kind,
+                failure.status,
+                retryable=False,
             )
-        if not 200 <= status < 300:
-            raise self.error(
+        delay = self.retry_delay(attempt, asked)
+        if delay >= outer.remaining():
+            deadline = outer.tightest()
+            assert deadline is not None
+            what = "the wait the site asks for (Retry-After)" if asked is not None else "backoff"
+            raise self.deadline_error(
                 endpoint,
-                f"{status_text(response)} at GET {display_url(response.url)}"
-                + server_message(response),
-                TemplateResponseError,
-                status,
+                deadline,
+                f"too soon for retry {attempt}: {max(outer.remaining(), 0):.1f} s were left, "
+                f"less than the {delay:.1f} s of {what}",
+                failure,
             )
-        return self._json_body(endpoint, response)
+        return delay
 
-    def _json_body(self, endpoint: str, response: requests.Response) -> Any:
-        status = response.status_code
-        body = response.content
-        content_type = response.headers.get("Content-Type", "")
-        if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
-            match = _TITLE_RE.search(body[:4096])
-            title = ""
-            if match:
-                title = " ".join(match.group(1).decode("utf-8", "replace").split())
-                title = f", page title {shorten(title, 80)!r}"
-            raise self.error(
-                endpoint,
-                f"HTTP {status} with HTML instead of JSON{title} (a login page, a proxy error "
-                f"or a wrong base_url? final URL {display_url(response.url)})",
-                TemplateResponseError,
-                status,
-            )
-        if not body.strip():
-            raise self.error(
-                endpoint, f"HTTP {status} with an empty body instead of JSON", status=status
-            )
-        try:
-            return loads(body)
-        except ValueError as exc:  # json and orjson decode errors, UnicodeDecodeError
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise self.error(
-            endpoint,
-            f"invalid or truncated JSON ({len(body)} bytes, {content_type or 'no content type'})"
-            f": {shorten(reason, 120)}",
-            TemplateResponseError,
-            status,
+    def deadline_error(
+        self, endpoint: str, deadline: Deadline, doing: str, failure: Failure | None = None
+    ) -> TemplateDeadlineError:
+        elapsed = deadline.elapsed()
+        message = f"gave up after {elapsed:.1f} s: {deadline.describe()} passed {doing}"
+        if deadline.remaining() > 0:
+            message = f"gave up after {elapsed:.1f} s, within {deadline.describe()}: {doing}"
+        if failure is not None:
+            message += f"; last failure: {failure.reason}"
+        error = TemplateDeadlineError(
+            self.redact(message),
+            site=self.site,
+            endpoint=endpoint,
+            status=failure.status if failure else None,
         )
+        error.scope, error.elapsed, error.limit = deadline.scope, elapsed, deadline.seconds or 0.0
+        return error
 
-    def _redirect_hint(self, response: requests.Response) -> str:
-        if not response.history:
-            return ""
-        first = response.history[0].request.url if response.history[0].request else None
-        if first and origin(first) != origin(response.url):
-            return (
-                f"; the request was redirected to {display_url(response.url)}, another origin, "
-                "where the API key is not sent: set base_url to the final address"
+    def _attempt(
+        self, endpoint: str, url: str, params: Mapping[str, Any] | None, budget: Budget
+    ) -> Document | Failure:
+        """One request: the document, or the :class:`Failure` to retry or raise."""
+        started = self.clock()
+
+        def before_hop() -> None:
+            expired = budget.expired()
+            if expired is not None:
+                raise _Expired(expired)
+
+        connect, read = self.timeout
+        try:
+            response, history = get_following(
+                self._session,
+                url,
+                params,
+                api_key=self._api_key,
+                timeout=lambda: (budget.bound(connect), budget.bound(read)),
+                before_hop=before_hop,
             )
-        return ""
+        except _Expired as exc:
+            raise self.deadline_error(endpoint, exc.deadline, "before the request") from None
+        except RedirectError as exc:
+            return Failure(TemplateResponseError, str(exc), retryable=False)
+        except _TRANSIENT_ERRORS as exc:
+            expired = budget.expired()
+            if expired is not None:
+                raise self.deadline_error(endpoint, expired, "waiting for the answer") from None
+            return Failure(TemplateConnectionError, describe_cause(exc), retryable=True, cause=exc)
+        except requests.RequestException as exc:
+            return Failure(TemplateConnectionError, describe_cause(exc), retryable=False, cause=exc)
+        try:
+            return self._answer(endpoint, response, history, budget, started, params)
+        except Failed as exc:
+            return exc.failure
+        finally:
+            response.close()
+
+    def _answer(
+        self,
+        endpoint: str,
+        response: requests.Response,
+        history: list[str],
+        budget: Budget,
+        started: float,
+        params: Mapping[str, Any] | None,
+    ) -> Document:
+        status = response.status_code
+        retryable = status in _RETRYABLE_STATUSES or status >= 500
+        if retryable or not 200 <= status < 300 or looks_like_html(response, b""):
+            body = self._read(endpoint, response, budget, ERROR_BODY_BYTES)
+        else:
+            body = self._read(endpoint, response, budget, self.limits.max_response_bytes)
+        logger.debug(
+            "GET %s%s -> %s in %.3f s (%d bytes)",
+            display_url(response.url or ""),
+            f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "",
+            status,
+            self.clock() - started,
+            len(body),
+        )
+        if retryable:
+            raise Failed(
+                Failure(
+                    TemplateResponseError,
+                    self.redact(status_text(response) + server_message(response, body)),
+                    retryable=True,
+                    status=status,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                )
+            )
+        if 200 <= status < 300 and looks_like_html(response, b""):
+            raise html_error(response, body, endpoint=endpoint, error=self.error)
+        try:
+            return document_of(
+                response,
+                body,
+                endpoint=endpoint,
+                history=history,
+                error=self.error,
+                api_key_env=self.api_key_env,
+            )
+        except TemplateError as exc:
+            if not exc.retryable:
+                raise
+            raise Failed(Failure(type(exc), exc.message, True, status)) from None
+
+    def _read(
+        self, endpoint: str, response: requests.Response, budget: Budget, limit: int
+    ) -> bytes:
+        truncate = limit == ERROR_BODY_BYTES
+        try:
+            return read_body(
+                response,
+                limit=limit,
+                budget=budget,
+                read_timeout=self.timeout[1],
+                truncate=truncate,
+            )
+        except BodyDeadline as exc:
+            raise self.deadline_error(
+                endpoint, exc.deadline, f"while reading the body ({exc.received} bytes received)"
+            ) from None
+        except BodyTooLarge as exc:
+            declared = f" (its Content-Length says {exc.declared})" if exc.declared else ""
+            raise self.error(
+                endpoint,
+                f"the response is larger than {exc.limit} bytes after decompression{declared}: "
+                "max_response_bytes (TEMPLATE_MAX_RESPONSE_BYTES)",
+                TemplateTooLargeError,
+                response.status_code,
+            ) from None
+        except Exception as exc:
+            failure = read_failure(exc, response.status_code)
+            expired = budget.expired()
+            if failure is None:
+                raise
+            if failure.retryable and expired is not None:
+                raise self.deadline_error(endpoint, expired, "while reading the body") from None
+            raise Failed(failure) from None

@@ -643,3 +643,150 @@ def test_settings_are_whole_without_limit_and_pageable_with_one(http, server):
     ]
     assert pages[-1] == []
     assert [entry for page in pages for entry in page] == all_settings
+
+
+# --- hostile servers ---------------------------------------------------------------------------
+
+HOSTILE_KEY = "sk-HOSTILE/9+x=y"
+HOSTILE_FAULTS = {
+    "h-revoke": Faults(revoke_after=2),
+    "h-halfway": Faults(fail_after=2),
+    "h-rotate": Faults(rotate_ignoring_offset=3),
+    "h-endless": Faults(never_empty=True),
+    "h-poison": Faults(
+        poison={1: "huge-id", 2: "price-nan", 3: "price-1e400", 4: "deep"}, deep_levels=50
+    ),
+    "h-trickle": Faults(trickle_bytes=64, trickle_interval_ms=20),
+    "h-stall": Faults(stall_after_bytes=10, stall_ms=300),
+    "h-reset": Faults(reset_after_bytes=10),
+    "h-bomb": Faults(gzip_bomb_bytes=64 << 20),
+    "h-echo": Faults(echo_key=True, script=[500], html_every=2),
+    "h-redirect": Faults(redirect_with_key=True),
+}
+HOSTILE_SITES = [
+    SimSite(
+        key=key, api_key=HOSTILE_KEY, paintings=12, page_cap=5, invalid_ratio=0.0, faults=faults
+    )
+    for key, faults in HOSTILE_FAULTS.items()
+]
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    with SimulatorServer(HOSTILE_SITES) as running:
+        yield running
+
+
+def hostile_get(http, server, key, endpoint, **params) -> requests.Response:
+    url = f"{server.base_url(key)}api/export/{endpoint}"
+    return http.get(url, headers={"X-API-Key": HOSTILE_KEY}, params=params, timeout=TIMEOUT)
+
+
+def test_hostile_faults_stay_off_by_default():
+    assert not Faults().active and not Faults(poison_bytes=5, deep_levels=3).active
+    assert all(faults.active for faults in HOSTILE_FAULTS.values())
+    from template_pipeline.apps.simulator import hostile as module
+    from template_pipeline.apps.simulator.config import POISON_KINDS
+
+    assert set(POISON_KINDS) == module.MADE_HERE
+    with pytest.raises(ValueError, match="poison kinds must be among"):
+        SimSite(key="x", api_key="k", faults=Faults(poison={1: "arsenic"}))
+
+
+def test_revoked_key_and_failing_half_way(http, hostile):
+    revoked = [hostile_get(http, hostile, "h-revoke", "stats").status_code for _ in range(4)]
+    halfway = [hostile_get(http, hostile, "h-halfway", "stats").status_code for _ in range(4)]
+    assert revoked == [200, 200, 401, 401] and halfway == [200, 200, 500, 500]
+
+
+def test_rotating_pages_ignore_offset_and_never_repeat_exactly(http, hostile):
+    pages = [
+        [
+            r["id"]
+            for r in hostile_get(
+                http, hostile, "h-rotate", "paintings", limit=5, offset=5 * n
+            ).json()["data"]
+        ]
+        for n in range(3)
+    ]
+    assert pages[0] != pages[1] != pages[2]
+    assert pages[1][0] - pages[0][0] == 3  # each page starts 3 records further on
+
+
+def test_a_listing_that_never_ends(http, hostile):
+    beyond = hostile_get(http, hostile, "h-endless", "paintings", limit=5, offset=100)
+    ids = [record["id"] for record in beyond.json()["data"]]
+    assert ids == [101, 102, 103, 104, 105]
+
+
+def test_poison_records_carry_raw_tokens_no_serialiser_writes(http, hostile):
+    body = hostile_get(http, hostile, "h-poison", "paintings", limit=5, offset=0).content
+    assert b'"id":' + b"9" * 5000 in body and b":NaN" in body and b":1e400" in body
+    assert b"[" * 50 + b"]" * 50 in body
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
+    import json
+
+    page = json.loads(body, parse_constant=str, parse_float=str, parse_int=str)["data"]
+    assert [r["id"] for r in page][1:] == ["2", "3", "4", "5"]
+
+
+def test_trickled_and_stalled_bodies_are_whole_but_slow(http, hostile):
+    for key, at_least in (("h-trickle", 0.04), ("h-stall", 0.3)):
+        started = time.perf_counter()
+        response = hostile_get(http, hostile, key, "stats")
+        assert time.perf_counter() - started >= at_least
+        assert response.status_code == 200 and response.json()["stats"]["paintings"] == 12
+
+
+def test_a_connection_cut_mid_body(http, hostile):
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        hostile_get(http, hostile, "h-reset", "stats").content  # noqa: B018
+
+
+def test_a_gzip_bomb_is_small_on_the_wire_and_huge_inflated(hostile):
+    import zlib
+
+    url = f"{hostile.base_url('h-bomb')}api/export/paintings"
+    with requests.get(
+        url, headers={"X-API-Key": HOSTILE_KEY}, stream=True, timeout=TIMEOUT
+    ) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        wire = response.raw.read(decode_content=False)
+    inflater, inflated, buffer = zlib.decompressobj(16 + zlib.MAX_WBITS), 0, wire
+    while buffer:
+        inflated += len(inflater.decompress(buffer, 1 << 20))
+        buffer = inflater.unconsumed_tail
+    assert inflater.eof and inflated >= 64 << 20 and len(wire) < 1 << 20
+
+
+def test_the_key_echoed_in_error_bodies_and_html(http, hostile):
+    from urllib.parse import quote, quote_plus
+
+    error = hostile_get(http, hostile, "h-echo", "stats")
+    html = hostile_get(http, hostile, "h-echo", "stats")
+    assert error.status_code == 500
+    message = error.json()["error"]
+    for form in (
+        HOSTILE_KEY,
+        quote(HOSTILE_KEY, safe=""),
+        quote_plus(HOSTILE_KEY),
+        HOSTILE_KEY.replace("/", "\\/"),
+    ):
+        assert form in message
+    assert html.headers["content-type"].startswith("text/html") and HOSTILE_KEY in html.text
+
+
+def test_redirect_with_the_key_in_its_query(http, hostile):
+    from urllib.parse import quote_plus
+
+    first = http.get(
+        f"{hostile.base_url('h-redirect')}api/export/stats",
+        headers={"X-API-Key": HOSTILE_KEY},
+        allow_redirects=False,
+        timeout=TIMEOUT,
+    )
+    assert first.status_code == 302
+    assert first.headers["Location"].endswith(f"_r=1&token={quote_plus(HOSTILE_KEY)}")
+    followed = hostile_get(http, hostile, "h-redirect", "stats")
+    assert followed.status_code == 200 and "stats" in followed.json()

@@ -2,8 +2,9 @@
 
 The nightly schedule asks for one tagged run per registered site partition at 02:00 in Paris;
 the hourly schedule launches the health job, which records each site's probe in
-``template_site_health``, alerts when a site goes down and when it comes back, and evaluates
-every site's freshness checks. The definitions load with all of it and no secret.
+``template_site_health`` (a transient failure tried twice), alerts when a site has failed two
+probes in a row (saying since when) and when it comes back, never for one failed probe, and
+evaluates every site's freshness checks. The definitions load with all of it and no secret.
 """
 
 import uuid
@@ -159,62 +160,83 @@ def test_hourly_health_schedule_launches_the_health_job(schedule_instance):
 
 
 @pytest.fixture
-def two_sites(tmp_path, monkeypatch) -> Iterator[tuple[list[str], str]]:
-    up, flaky = (f"hlt-{uuid.uuid4().hex[:6]}" for _ in range(2))
+def health_sites(tmp_path, monkeypatch) -> Iterator[tuple[list[str], str]]:
+    up, blip, flaky = (f"hlt-{uuid.uuid4().hex[:6]}" for _ in range(3))
     sites = [
         SimSite(key=up, api_key="k-up", paintings=3, users=1, orders=1),
-        # The first request is answered 503: down at the first probe, back at the second.
+        # Each probe tries a transient failure twice. Down at the first probe only: no alert.
         SimSite(
-            key=flaky, api_key="k-fl", paintings=3, users=1, orders=1, faults=Faults(script=[503])
+            key=blip,
+            api_key="k-bl",
+            paintings=3,
+            users=1,
+            orders=1,
+            faults=Faults(script=[503] * 2),
+        ),
+        # Down at two probes in a row: alerted at the second, back up at the third.
+        SimSite(
+            key=flaky,
+            api_key="k-fl",
+            paintings=3,
+            users=1,
+            orders=1,
+            faults=Faults(script=[503] * 4),
         ),
     ]
     with SimulatorServer(sites) as server:
         path = write_sites_file(tmp_path / "sites.yaml", server.sites_file_entries())
         for name, value in server.api_key_env().items():
             monkeypatch.setenv(name, value)
-        yield [up, flaky], str(path)
+        yield [up, blip, flaky], str(path)
 
 
-def test_health_job_records_probes_and_alerts_on_changes(instance, database_url, two_sites):
-    (up, flaky), sites_file = two_sites
-    instance.add_dynamic_partitions(sites_partitions.name, [up, flaky])
+def test_health_job_alerts_after_consecutive_failures(instance, database_url, health_sites):
+    (up, blip, flaky), sites_file = health_sites
+    instance.add_dynamic_partitions(sites_partitions.name, [up, blip, flaky])
     resources = {
-        "template_client": TemplateClientResource(sites_file=sites_file),
+        "template_client": TemplateClientResource(sites_file=sites_file, probe_retry_pause_s=0.01),
         "dashboard_database": DashboardDatabase(database_url=database_url),
         "template_check_settings": TemplateCheckSettings(),
         "alert_sinks": AlertSinks(),
     }
     job = template_health_job
-    first = job.execute_in_process(instance=instance, resources=resources)
-    second = job.execute_in_process(instance=instance, resources=resources)
-    assert first.success and second.success
+    runs = [job.execute_in_process(instance=instance, resources=resources) for _ in range(3)]
+    assert all(run.success for run in runs)
 
     with db.get_engine(database_url).connect() as conn:
         probes = conn.execute(
             sa.select(template_site_health)
-            .where(template_site_health.c.site.in_([up, flaky]))
+            .where(template_site_health.c.site.in_([up, blip, flaky]))
             .order_by(template_site_health.c.id)
         ).all()
         alerts = conn.execute(
             sa.select(template_alerts)
-            .where(template_alerts.c.site.in_([up, flaky]))
+            .where(template_alerts.c.site.in_([up, blip, flaky]))
             .order_by(template_alerts.c.id)
         ).all()
     by_site = {
-        site: [(p.status, p.changed) for p in probes if p.site == site] for site in (up, flaky)
+        site: [(p.status, p.changed) for p in probes if p.site == site]
+        for site in (up, blip, flaky)
     }
-    assert by_site[up] == [("up", False), ("up", False)]
-    assert by_site[flaky] == [("down", True), ("up", True)]
-    assert [p.run_id for p in probes if p.site == flaky] == [first.run_id, second.run_id]
+    assert by_site[up] == [("up", False)] * 3
+    assert by_site[blip] == [("down", True), ("up", True), ("up", False)]
+    assert by_site[flaky] == [("down", True), ("down", False), ("up", True)]
+    assert [p.run_id for p in probes if p.site == flaky] == [run.run_id for run in runs]
     assert probes[0].latency_ms is not None
 
+    # One failed probe (the blip) alerts nobody; the flaky site's second one does.
     assert [(a.site, a.source, a.severity) for a in alerts] == [
         (flaky, "health", "ERROR"),
         (flaky, "health", "INFO"),
     ]
-    assert "is down" in alerts[0].message and "503" in alerts[0].message
+    first_down = next(p.checked_at for p in probes if p.site == flaky)
+    down, back = alerts[0].message, alerts[1].message
+    assert f"is down since {first_down.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC" in down
+    assert "2 failed probes in a row" in down and "503" in down
+    assert "answers its export API again (it was down since" in back
     assert all(a.resolved_at is not None for a in alerts)  # the site is back
     assert alerts[0].webhook_status == "disabled"
+    second = runs[-1]
 
     freshness = instance.get_records_for_run(
         second.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
@@ -222,9 +244,10 @@ def test_health_job_records_probes_and_alerts_on_changes(instance, database_url,
     evaluations = [r.event_log_entry.dagster_event.asset_check_evaluation_data for r in freshness]
     assert {(e.partition, e.check_name) for e in evaluations} == {
         (up, "freshness"),
+        (blip, "freshness"),
         (flaky, "freshness"),
     }
-    assert len(evaluations) == 2 * 8
+    assert len(evaluations) == 3 * 8
     assert not any(e.passed for e in evaluations)  # never synced
     record = instance.get_latest_asset_check_evaluation_record(
         dg.AssetCheckKey(dg.AssetKey("paintings"), "freshness")

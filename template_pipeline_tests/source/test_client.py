@@ -390,17 +390,24 @@ def test_html_with_200_is_an_error(mock, make_client, body, content_type):
 
 @pytest.mark.parametrize(
     ("body", "message"),
-    [
-        ('{"data": [{"id": 1}, {"id": 2', "invalid or truncated JSON"),
-        ("", "empty body"),
-        ("not json at all", "invalid or truncated JSON"),
-    ],
+    [("", "empty body"), ("not json at all", "invalid JSON"), ("[1, 2] x", "invalid JSON")],
 )
-def test_invalid_json_is_an_error(mock, make_client, body, message):
+def test_invalid_json_is_an_error_not_retried(mock, make_client, body, message):
     mock.get(url("users"), body=body, content_type="application/json")
-    with pytest.raises(TemplateResponseError, match=message):
+    with pytest.raises(TemplateResponseError, match=message) as info:
         make_client().fetch_list("users")
     assert len(mock.calls) == 1
+    assert info.value.retryable is False
+
+
+def test_truncated_json_is_retried_then_says_so(mock, make_client, sleeper):
+    # A body cut short (a worker killed mid-answer, a proxy timeout) may come whole next time.
+    mock.get(url("users"), body='{"data": [{"id": 1}, {"id": 2', content_type="application/json")
+    with pytest.raises(TemplateResponseError) as info:
+        make_client(max_retries=2).fetch_list("users")
+    assert len(mock.calls) == 3 and len(sleeper.calls) == 2
+    assert "the site kept failing after 3 attempts: truncated JSON" in str(info.value)
+    assert info.value.retryable is True and info.value.attempts == 3
 
 
 # -- statuses and retries ---------------------------------------------------------------------
@@ -439,9 +446,9 @@ def test_auth_error_names_the_key_variable(mock, make_client):
 
 @pytest.mark.parametrize(
     ("retry_after", "max_retry_after", "expected"),
-    [("7", 60.0, 7.0), ("120", 60.0, 60.0), ("0", 60.0, 0.0), ("2.5", 1.0, 1.0)],
+    [("7", 60.0, 7.0), ("60", 60.0, 60.0), ("0", 60.0, 0.0), ("0.5", 1.0, 0.5)],
 )
-def test_429_honours_retry_after_capped(
+def test_429_honours_retry_after(
     mock, make_client, sleeper, retry_after, max_retry_after, expected
 ):
     mock.get(url("stats"), status=429, headers={"Retry-After": retry_after})
@@ -450,6 +457,20 @@ def test_429_honours_retry_after_capped(
     assert client.fetch_stats() == {"ok": True}
     assert sleeper.calls == [expected]
     assert len(mock.calls) == 2
+
+
+@pytest.mark.parametrize(("retry_after", "max_retry_after"), [("3600", 60.0), ("2.5", 1.0)])
+def test_retry_after_beyond_the_cap_fails_at_once(
+    mock, make_client, sleeper, retry_after, max_retry_after
+):
+    mock.get(url("stats"), status=429, headers={"Retry-After": retry_after})
+    with pytest.raises(TemplateResponseError) as info:
+        make_client(max_retry_after=max_retry_after).fetch_stats()
+    assert len(mock.calls) == 1 and sleeper.calls == []
+    message = str(info.value)
+    assert f"asks to wait {float(retry_after):g} s" in message
+    assert f"more than max_retry_after ({max_retry_after:g} s)" in message
+    assert info.value.status == 429 and info.value.retryable is False
 
 
 def test_retry_after_http_date(mock, make_client, sleeper):

@@ -23,6 +23,7 @@ from template_pipeline.apps.cli.common import (
     err,
 )
 from template_pipeline.domain.sites import SiteConfigError
+from template_pipeline.source.redaction import install_log_redaction
 from template_pipeline.store import db
 
 COMMANDS = (sync, sites, local, webhook)
@@ -56,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # With -v, urllib3 logs each request line (a redirect target's query included): API keys
+    # echoed there, in any encoding, are redacted (each client registers its key).
+    install_log_redaction()
     try:
         return args.func(args)
     except (SiteConfigError, db.DatabaseConfigError) as exc:

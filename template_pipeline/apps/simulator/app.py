@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from template_pipeline.apps.simulator import hostile
 from template_pipeline.apps.simulator.config import SimSite
 from template_pipeline.apps.simulator.data import TABLES, SiteData, generate_site_data
 
@@ -126,7 +127,11 @@ class SiteRuntime:
         # Always draw, so the decision for request n does not depend on the other rules.
         draw = self._rng.random()
         status_draw = self._rng.random()
-        if n <= len(faults.script):
+        if faults.revoke_after and n > faults.revoke_after:
+            decision = _Fault(status=401)
+        elif faults.fail_after and n > faults.fail_after:
+            decision = _Fault(status=500)
+        elif n <= len(faults.script):
             decision = _Fault(status=faults.script[n - 1])
         elif 0 < faults.max_consecutive_faults <= self._consecutive_faults:
             decision = _SERVE
@@ -182,17 +187,25 @@ def _render(runtime: SiteRuntime, endpoint: str, limit: int | None, offset: int)
                     "total_records": sum(len(records) for records in tables.values()),
                 }
             )
-        if site.faults.ignore_offset:
-            offset = 0
+        faults = site.faults
         entity = "settings" if endpoint == "settings" else LIST_ENDPOINTS[endpoint]
         records = data.records(entity)
+        splices: dict[bytes, bytes] = {}
         if entity == "settings":
             # Settings are a short table a client may read in one request or page through:
             # no cap, and no limit unless one is asked for.
             size = len(records) if limit is None else limit
+            offset = 0 if faults.ignore_offset else offset
+            page = records[offset : offset + size]
         else:
             size = min(DEFAULT_LIMIT if limit is None else limit, site.page_cap)
-        page = records[offset : offset + size]
+            if faults.active:
+                page = hostile.page_of(faults, records, offset, size, runtime.requests)
+                if faults.poison:
+                    first_id = records[0].get("id") if records else None
+                    page, splices = hostile.poison_page(faults, page, first_id)
+            else:
+                page = records[offset : offset + size]
         if entity == "settings":
             if named:
                 document = {"data": page}
@@ -202,7 +215,7 @@ def _render(runtime: SiteRuntime, endpoint: str, limit: int | None, offset: int)
             document = {entity: page}
         else:
             document = {"success": True, "count": len(page), "total": len(records), "data": page}
-        return dumps(document)
+        return hostile.splice(dumps(document), splices) if splices else dumps(document)
 
 
 class _Export:
@@ -217,18 +230,27 @@ class _Export:
         if isinstance(checked, Response):
             return checked
         runtime, endpoint, limit, offset = checked
-        fault = runtime.next_fault()
         faults = runtime.site.faults
+        if faults.redirect_with_key:
+            redirect = hostile.redirect_with_key(request, runtime.site.api_key)
+            if redirect is not None:
+                return redirect
+        fault = runtime.next_fault()
         if faults.slow_ms:
             await asyncio.sleep(faults.slow_ms / 1000)
         if not fault.served:
-            faulted = _faulted_response(fault, faults.retry_after)
+            echo = runtime.site.api_key if faults.echo_key else None
+            faulted = _faulted_response(fault, faults.retry_after, echo)
             if faulted is not None:
                 return faulted
+        if faults.gzip_bomb_bytes and endpoint != "settings":
+            return hostile.gzip_bomb(faults.gzip_bomb_bytes)
         body = _render(runtime, endpoint, limit, offset)
         if fault.truncate:
             # A proper prefix of a JSON document is never valid JSON.
             body = body[: len(body) // 2]
+        if faults.shapes_body:
+            return hostile.streamed(body, faults)
         return Response(body, media_type=_JSON)
 
     def _check(self, request: Request) -> Response | tuple[SiteRuntime, str, int | None, int]:
@@ -245,7 +267,8 @@ class _Export:
         given = request.headers.get("x-api-key", "")
         expected = runtime.site.api_key
         if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
-            return _error(401, "Invalid API key")
+            echo = f": {hostile.echoed_key(given)}" if runtime.site.faults.echo_key else ""
+            return _error(401, f"Invalid API key{echo}")
         try:
             limit = _int_param(request, "limit", None, minimum=1)
             offset = _int_param(request, "offset", 0, minimum=0) or 0
@@ -254,16 +277,26 @@ class _Export:
         return runtime, endpoint, limit, offset
 
 
-def _faulted_response(fault: _Fault, retry_after: float) -> Response | None:
-    """The answer a fault stands for; None when the body is served (and cut) after all."""
+def _faulted_response(fault: _Fault, retry_after: float, echo: str | None) -> Response | None:
+    """The answer a fault stands for; None when the body is served (and cut) after all.
+
+    ``echo``: the API key, quoted back in the error's text (a careless server).
+    """
+    said = f": {hostile.echoed_key(echo)}" if echo else ""
     if fault.status == 429:
         return _error(
-            429, "Too many requests", headers={"Retry-After": format_retry_after(retry_after)}
+            429,
+            f"Too many requests{said}",
+            headers={"Retry-After": format_retry_after(retry_after)},
         )
     if fault.status != 200:
-        return _error(fault.status, _phrase(fault.status))
+        return _error(fault.status, _phrase(fault.status) + said)
     if fault.html:
-        return Response(_HTML_ERROR_PAGE, media_type="text/html; charset=utf-8")
+        page = _HTML_ERROR_PAGE
+        if echo:
+            title = f"<title>Access denied for {hostile.echoed_key(echo)}</title>".encode()
+            page = page.replace(b"<title>502 Bad Gateway</title>", title)
+        return Response(page, media_type="text/html; charset=utf-8")
     return None
 
 

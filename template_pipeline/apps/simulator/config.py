@@ -15,6 +15,45 @@ from template_pipeline.domain.sites import SLUG_RE
 from template_pipeline.domain.vocabulary import MASKED
 
 ENVELOPES = ("success", "named")
+# The Faults fields that are counts (non-negative integers, 0 = off).
+_COUNTS = (
+    "rate_limit_every",
+    "html_every",
+    "truncate_every",
+    "slow_ms",
+    "revoke_after",
+    "fail_after",
+    "rotate_ignoring_offset",
+    "poison_bytes",
+    "deep_levels",
+    "trickle_bytes",
+    "trickle_interval_ms",
+    "stall_after_bytes",
+    "stall_ms",
+    "reset_after_bytes",
+    "gzip_bomb_bytes",
+)
+# Sizes of a poison, not switches of their own.
+_SIZES = ("poison_bytes", "deep_levels")
+# What ``Faults.poison`` may make of a record (see hostile.py for each).
+POISON_KINDS = (
+    "huge-id",
+    "id-1e400",
+    "huge-int",
+    "price-nan",
+    "price-infinity",
+    "price-1e400",
+    "surrogate",
+    "long-id",
+    "text-id",
+    "price-text-1e9999",
+    "price-negative",
+    "price-absurd",
+    "nul",
+    "field-name",
+    "deep",
+    "duplicate",
+)
 
 
 def _scriptable(status: int) -> bool:
@@ -42,6 +81,18 @@ class Faults:
     ``max_consecutive_faults`` (0 = unlimited) serves a request normally once that many
     faulted answers in a row were given (``script`` ones count, but ``script`` itself is always
     honoured): a client that retries that many times is then sure to succeed.
+
+    Hostile servers (:mod:`.hostile`), each off by default: ``revoke_after`` / ``fail_after``
+    answer 401 / 500 to every request after the Nth (a key revoked, a site failing half-way);
+    ``rotate_ignoring_offset`` ignores ``offset`` and starts each page that many records further
+    on; ``never_empty`` serves new records past the end, forever; ``poison`` maps record ids to
+    a kind of poison (see ``hostile.POISON_KINDS``: huge or long ids, NaN and 1e400 prices, a
+    ``poison_bytes`` field name, ``deep_levels`` of nesting, ...); ``trickle_bytes`` every
+    ``trickle_interval_ms``, ``stall_after_bytes`` then ``stall_ms`` of silence, or
+    ``reset_after_bytes`` then a cut connection shape every answered body; ``gzip_bomb_bytes``
+    answers list and stats requests with gzip inflating to that size; ``echo_key`` quotes the
+    API key (raw, URL-encoded, JSON-escaped) in error bodies and HTML pages;
+    ``redirect_with_key`` first redirects each request to itself with the key in its query.
     """
 
     error_rate: float = 0.0
@@ -53,12 +104,27 @@ class Faults:
     ignore_offset: bool = False
     script: list[int] = field(default_factory=list)
     max_consecutive_faults: int = 0
+    revoke_after: int = 0
+    fail_after: int = 0
+    rotate_ignoring_offset: int = 0
+    never_empty: bool = False
+    poison: dict[int, str] = field(default_factory=dict)
+    poison_bytes: int = 2_000_000
+    deep_levels: int = 10_000
+    trickle_bytes: int = 0
+    trickle_interval_ms: int = 0
+    stall_after_bytes: int = 0
+    stall_ms: int = 0
+    reset_after_bytes: int = 0
+    gzip_bomb_bytes: int = 0
+    echo_key: bool = False
+    redirect_with_key: bool = False
 
     def validate(self, site_key: str) -> None:
         problems = []
         if not 0.0 <= self.error_rate <= 1.0:
             problems.append(f"error_rate must be within [0, 1], got {self.error_rate!r}")
-        for name in ("rate_limit_every", "html_every", "truncate_every", "slow_ms"):
+        for name in _COUNTS:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 problems.append(f"{name} must be a non-negative integer, got {value!r}")
@@ -72,6 +138,9 @@ class Faults:
         bad = [s for s in self.script if not isinstance(s, int) or not _scriptable(s)]
         if bad:
             problems.append(f"script statuses must be 200 or within 400-599, got {bad!r}")
+        unknown = sorted({kind for kind in self.poison.values() if kind not in POISON_KINDS})
+        if unknown:
+            problems.append(f"poison kinds must be among {', '.join(POISON_KINDS)}, got {unknown}")
         if problems:
             raise ValueError(f"simulated site {site_key!r}: faults: " + "; ".join(problems))
 
@@ -80,13 +149,19 @@ class Faults:
         """Whether any fault rule is active (the fast path skips all fault logic otherwise)."""
         return bool(
             self.error_rate
-            or self.rate_limit_every
-            or self.slow_ms
-            or self.html_every
-            or self.truncate_every
-            or self.ignore_offset
             or self.script
+            or self.ignore_offset
+            or self.never_empty
+            or self.poison
+            or self.echo_key
+            or self.redirect_with_key
+            or any(getattr(self, name) for name in _COUNTS if name not in _SIZES)
         )
+
+    @property
+    def shapes_body(self) -> bool:
+        """Whether answered bodies are trickled, stalled or cut."""
+        return bool(self.trickle_bytes or self.stall_after_bytes or self.reset_after_bytes)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import requests
@@ -246,12 +247,31 @@ def first_line(text: str | None, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def health_alert(site: str, probe_id: int, *, up: bool, probe: str, detail: str) -> Alert:
-    """The alert of a site going down (ERROR) or coming back (INFO, created resolved)."""
+def health_alert(
+    site: str,
+    probe_id: int,
+    *,
+    up: bool,
+    probe: str,
+    detail: str,
+    since: datetime | None = None,
+    failures: int | None = None,
+) -> Alert:
+    """The alert of a site going down (ERROR) or coming back (INFO, created resolved).
+
+    ``since`` is when the streak of failed probes began, ``failures`` how many it holds.
+    """
+    streak = ""
+    if since is not None:
+        count = f", {failures} failed probes in a row" if failures else ""
+        streak = f" since {since.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC{count}"
     if up:
-        message = f"site {site} answers its export API again"
+        was = f" (it was down{streak})" if streak else ""
+        message = f"site {site} answers its export API again{was}"
     else:
-        message = f"site {site} is down: {probe}" + (f" ({first_line(detail)})" if detail else "")
+        message = f"site {site} is down{streak}: {probe}" + (
+            f" ({first_line(detail)})" if detail else ""
+        )
     return Alert(
         dedupe_key=f"health:{site}:{probe_id}",
         source="health",

@@ -45,6 +45,13 @@ class SiteExport:
             return None
         return sum(counts)  # type: ignore[arg-type]
 
+    def announced(self, entity: str) -> int | None:
+        """How many records of ``entity`` the site's stats announce (``None``: not known)."""
+        if self.stats_row is None or not BY_NAME[entity].counted_by_stats:
+            return None
+        count = self.stats_row.get(entity)
+        return count if isinstance(count, int) else None
+
 
 def read_export(
     client: TemplateClient, selected: frozenset[str], *, full_max_records: int
@@ -87,8 +94,9 @@ def entity_pages(client: TemplateClient, entity: str, export: SiteExport) -> Ite
         yield client.fetch_settings()
         return
     # Pages are fetched ahead in a thread while the previous page is validated and copied into
-    # PostgreSQL: network and database time overlap.
-    yield from client.iter_pages_prefetched(spec.endpoint)
+    # PostgreSQL: network and database time overlap. The stats' count bounds the listing: a
+    # server that never stops serving records is stopped far past what the site announced.
+    yield from client.iter_pages_prefetched(spec.endpoint, expected_total=export.announced(entity))
 
 
 def entity_snapshot(

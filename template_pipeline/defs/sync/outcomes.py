@@ -42,11 +42,13 @@ def classify(exc: BaseException) -> Failure:
         return Failure("unreachable", reason, retryable=False, site_wide=True)
     if isinstance(exc, source_errors.TemplateNotFoundError):
         return Failure("not found", reason, retryable=False)
+    if isinstance(exc, source_errors.TemplateDeadlineError):
+        # The site's own deadline leaves nothing of the site to read; an endpoint's or a
+        # request's fails that entity. Never retried: the time is already spent.
+        return Failure("deadline", reason, retryable=False, site_wide=exc.scope == "site")
     if isinstance(exc, source_errors.TemplateError):
-        deadline = type(exc).__name__.endswith("DeadlineError")
-        retryable = bool(getattr(exc, "retryable", (exc.status or 0) >= 500 or exc.status == 429))
-        kind: FailureKind = "deadline" if deadline else "bad response"
-        return Failure(kind, reason, retryable=retryable and not deadline, site_wide=deadline)
+        # The client decided (and already retried what heals by itself).
+        return Failure("bad response", reason, retryable=exc.retryable)
     if isinstance(exc, MassDeleteRefusedError):
         return Failure("refused", reason, retryable=False)
     if isinstance(exc, SiteBusyError):

@@ -2,6 +2,10 @@
 
 Also what keeps a rejected record itself storable: text PostgreSQL refuses (NUL characters,
 lone UTF-16 surrogates) is found here and shown as U+FFFD in the quarantined payload.
+
+Everything here is bounded in size whatever a site sends: reasons (field names included),
+payloads (long strings and keys cut, large containers and deep nesting elided) and ids, so that
+a 5 MB field name or a 10,000-level document never reaches a table, metadata or a log whole.
 """
 
 from __future__ import annotations
@@ -16,6 +20,18 @@ _NUL = "\x00"
 _UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
 _MAX_REASON_PARTS = 5
 _MAX_SHOWN_CHARS = 40
+# A reason is one line an operator reads; a field name in it is cut like a value.
+MAX_REASON_CHARS = 1000
+# Reject payloads: generous enough to keep every real record whole, bounded for hostile ones.
+MAX_PAYLOAD_STRING_CHARS = 65536
+MAX_PAYLOAD_KEY_CHARS = 256
+MAX_PAYLOAD_ITEMS = 10000
+MAX_PAYLOAD_DEPTH = 64
+# Deeper than this, serialisers refuse a value (orjson at 255 levels, pydantic-core at 256):
+# the storability walk stops there and reports it instead of recursing on.
+MAX_RECORD_DEPTH = 200
+# A reject's template_id: an id beyond this is shown cut.
+MAX_SHOWN_ID_CHARS = 64
 
 
 def _shorten(text: str) -> str:
@@ -43,7 +59,11 @@ def show(value: Any) -> str:
 def _where(loc: Sequence[int | str]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = _shorten(str(part))
+            out += f".{name}" if out else name
     return out or "record"
 
 
@@ -110,7 +130,15 @@ def join_reasons(parts: list[str]) -> str:
     if len(parts) > _MAX_REASON_PARTS:
         more = len(parts) - _MAX_REASON_PARTS
         parts = [*parts[:_MAX_REASON_PARTS], f"... and {more} more"]
-    return "; ".join(parts)
+    return bounded("; ".join(parts), MAX_REASON_CHARS)
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    note = f"... [{len(text)} characters]"
+    return text[: max(limit - len(note), 0)] + note
 
 
 def clean_text(text: str) -> str:
@@ -126,12 +154,18 @@ def _text_problem(text: str) -> str | None:
     return "contains invalid Unicode (a lone surrogate)"
 
 
-def unstorable_parts(value: Any, where: str = "") -> Iterator[str]:
-    """Where text PostgreSQL cannot store occurs, in keys or string values, at any depth."""
+def unstorable_parts(value: Any, where: str = "", depth: int = 0) -> Iterator[str]:
+    """Where text PostgreSQL cannot store occurs, in keys or string values, at any depth.
+
+    Nesting deeper than :data:`MAX_RECORD_DEPTH` is reported as such (no serialiser downstream
+    takes it) instead of being walked: the walk stays far from Python's recursion limit.
+    """
     if isinstance(value, str):
         problem = _text_problem(value)
         if problem:
             yield f"{where or 'record'}: {problem}"
+    elif isinstance(value, (Mapping, list, tuple)) and depth >= MAX_RECORD_DEPTH:
+        yield f"{_shorten(where or 'record')}: nested deeper than {MAX_RECORD_DEPTH} levels"
     elif isinstance(value, Mapping):
         for key, item in value.items():
             name = str(key)
@@ -139,33 +173,56 @@ def unstorable_parts(value: Any, where: str = "") -> Iterator[str]:
             if problem:
                 yield f"field {show(name)}: name {problem}"
                 name = clean_text(name)
-            yield from unstorable_parts(item, f"{where}.{name}" if where else name)
+            name = _shorten(name)
+            yield from unstorable_parts(item, f"{where}.{name}" if where else name, depth + 1)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            yield from unstorable_parts(item, f"{where}[{index}]")
+            yield from unstorable_parts(item, f"{where}[{index}]", depth + 1)
 
 
-def jsonable(value: Any) -> Any:
-    """A JSON-compatible, storable copy of a raw record for ``Reject.payload``."""
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """A JSON-compatible, storable, bounded copy of a raw record for ``Reject.payload``.
+
+    Strings over :data:`MAX_PAYLOAD_STRING_CHARS`, keys over :data:`MAX_PAYLOAD_KEY_CHARS`,
+    containers over :data:`MAX_PAYLOAD_ITEMS` items and nesting deeper than
+    :data:`MAX_PAYLOAD_DEPTH` are cut, each saying so.
+    """
     if isinstance(value, str):
-        return clean_text(value)
-    if value is None or isinstance(value, (bool, int)):
+        return clean_text(bounded(value, MAX_PAYLOAD_STRING_CHARS))
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        # Beyond 64 bits no JSON column keeps it exactly (and str() refuses 4300+ digits).
+        return value if -(2**63) <= value < 2**64 else f"an integer of {value.bit_length()} bits"
     if isinstance(value, float):
         # NaN and infinities are not JSON.
         return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, (Mapping, list, tuple, set, frozenset)) and depth >= MAX_PAYLOAD_DEPTH:
+        return f"... [nested deeper than {MAX_PAYLOAD_DEPTH} levels]"
     if isinstance(value, Mapping):
-        return {clean_text(str(k)): jsonable(v) for k, v in value.items()}
+        out: dict[str, Any] = {}
+        for index, (key, item) in enumerate(value.items()):
+            if index == MAX_PAYLOAD_ITEMS:
+                out["..."] = f"{len(value) - index} more fields"
+                break
+            out[clean_text(bounded(str(key), MAX_PAYLOAD_KEY_CHARS))] = jsonable(item, depth + 1)
+        return out
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
+        items = [jsonable(v, depth + 1) for v in list(value)[:MAX_PAYLOAD_ITEMS]]
+        if len(value) > MAX_PAYLOAD_ITEMS:
+            items.append(f"... [{len(value) - MAX_PAYLOAD_ITEMS} more items]")
+        return items
     if isinstance(value, (datetime, date)):
         return value.isoformat()
-    return clean_text(str(value))
+    return clean_text(bounded(str(value), MAX_PAYLOAD_STRING_CHARS))
 
 
 def record_id(raw: Mapping[str, Any], id_field: str) -> str | None:
+    """The id of a raw record as a reject's ``template_id`` (cut when absurdly long)."""
     value = raw.get(id_field)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return None
-    text = clean_text(str(value).strip())
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return None
+    text = clean_text(bounded(str(value).strip(), MAX_SHOWN_ID_CHARS))
     return text or None

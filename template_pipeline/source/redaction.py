@@ -1,0 +1,155 @@
+"""Keeping API keys out of messages and logs, in every form a server can echo them.
+
+A server that echoes the key back (a debug page, a proxy, a redirect to a login page) rarely
+echoes it as it was sent: it comes back URL-encoded (``%2B`` or ``%2b``, ``+`` for a space),
+form-decoded, JSON-escaped (``\\/`` from PHP's ``json_encode``) or HTML-escaped. A
+:class:`Redactor` replaces all of those forms; the transport passes every message through it,
+and never copies a server-provided URL's query string into a message in the first place.
+
+The HTTP library logs too: with ``-v``, urllib3 prints each request line, a redirect target's
+query included. :func:`register_secret` adds a key to the process-wide registry (each client
+does it for its key) and :class:`RedactingFilter` rewrites any log record that carries a
+registered secret; :func:`install_log_redaction` attaches it to the project's, urllib3's and
+requests' loggers and to the root logger's handlers.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
+
+REDACTED = "[redacted]"
+# Shorter strings are not redacted: replacing "a" everywhere would make messages unreadable
+# (a key that short is refused by nobody, but it is not a secret worth the noise either).
+MIN_SECRET_CHARS = 4
+_PERCENT_RE = re.compile(r"%([0-9A-Fa-f])([0-9A-Fa-f])")
+LOGGERS = ("template_pipeline", "urllib3", "requests")
+
+
+def _forms(secret: str) -> set[str]:
+    """The spellings of ``secret`` a server may send back."""
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret, safe="/"),
+        quote_plus(secret, safe=""),
+        unquote(secret),
+        unquote_plus(secret),
+        html.escape(secret),
+    }
+    for ascii_only in (True, False):
+        escaped = json.dumps(secret, ensure_ascii=ascii_only)[1:-1]
+        forms.update({escaped, escaped.replace("/", "\\/")})
+    return {form for form in forms if len(form) >= MIN_SECRET_CHARS}
+
+
+def _pattern(form: str) -> str:
+    # Percent-escapes match in either case (%2B and %2b); the rest literally.
+    parts, last = [], 0
+    for match in _PERCENT_RE.finditer(form):
+        parts.append(re.escape(form[last : match.start()]))
+        high, low = match.groups()
+        parts.append(f"%[{high.upper()}{high.lower()}][{low.upper()}{low.lower()}]")
+        last = match.end()
+    parts.append(re.escape(form[last:]))
+    return "".join(parts)
+
+
+class Redactor:
+    """Replaces every known form of some secrets by ``[redacted]``."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            if secret and len(secret) >= MIN_SECRET_CHARS:
+                forms |= _forms(secret)
+        # Longest first, so that a form containing another is replaced whole.
+        ordered = sorted(forms, key=len, reverse=True)
+        self._regex = re.compile("|".join(map(_pattern, ordered))) if ordered else None
+
+    def __bool__(self) -> bool:
+        return self._regex is not None
+
+    def __repr__(self) -> str:
+        return "Redactor(...)"
+
+    def redact(self, text: str) -> str:
+        if self._regex is None or not text:
+            return text
+        return self._regex.sub(REDACTED, text)
+
+    def contains(self, text: str) -> bool:
+        return self._regex is not None and self._regex.search(text) is not None
+
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_registry = Redactor()
+
+
+def register_secret(secret: str) -> None:
+    """Add ``secret`` to what every :class:`RedactingFilter` removes from log records."""
+    global _registry
+    if not secret or len(secret) < MIN_SECRET_CHARS:
+        return
+    with _lock:
+        if secret in _secrets:
+            return
+        _secrets.add(secret)
+        _registry = Redactor(_secrets)
+
+
+def registry() -> Redactor:
+    """The redactor of every secret registered in this process so far."""
+    return _registry
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record whose message, arguments or traceback carry a registered secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redactor = _registry
+        if not redactor:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's problem, not ours
+            return True
+        if redactor.contains(message):
+            record.msg, record.args = redactor.redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and redactor.contains(record.exc_text):
+            record.exc_text = redactor.redact(record.exc_text)
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def _attach(target: logging.Logger | logging.Handler) -> None:
+    if _FILTER not in target.filters:
+        target.addFilter(_FILTER)
+
+
+def install_log_redaction(root_handlers: bool = True) -> None:
+    """Redact registered secrets from the records of :data:`LOGGERS` and their children.
+
+    A logger's filters see only the records logged on that very logger, so the filter goes on
+    every existing logger under those names (urllib3's are created at its import) and, with
+    ``root_handlers``, on the root logger's handlers, which see every propagated record.
+    Idempotent; loggers created later are covered by the root handlers.
+    """
+    for name in LOGGERS:
+        _attach(logging.getLogger(name))
+    for name, candidate in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(candidate, logging.Logger) and name.split(".")[0] in LOGGERS:
+            _attach(candidate)
+    if root_handlers:
+        for handler in logging.getLogger().handlers:
+            _attach(handler)
