@@ -71,10 +71,15 @@ def _key(name: str) -> sa.Column:
     return sa.Column(name, sa.Text, nullable=False)
 
 
+def _id(name: str, *, nullable: bool = False) -> sa.Column:
+    # The sites' ids are integers: bigint, so the Dashboard's `WHERE template_id = 5` works.
+    return sa.Column(name, sa.BigInteger, nullable=nullable)
+
+
 template_paintings = _merged_table(
     "template_paintings",
     ("template_id",),
-    _key("template_id"),
+    _id("template_id"),
     _text("name"),
     sa.Column("price", MONEY),
     _text("category"),
@@ -92,7 +97,7 @@ template_paintings = _merged_table(
 template_users = _merged_table(
     "template_users",
     ("template_id",),
-    _key("template_id"),
+    _id("template_id"),
     _text("name"),
     _text("email"),
     sa.Column("create_date", TIMESTAMPTZ),
@@ -104,7 +109,7 @@ template_users = _merged_table(
 template_orders = _merged_table(
     "template_orders",
     ("template_id",),
-    _key("template_id"),
+    _id("template_id"),
     _text("customer_name"),
     _text("email"),
     sa.Column("total_price", MONEY),
@@ -119,9 +124,9 @@ template_orders = _merged_table(
 template_order_items = _merged_table(
     "template_order_items",
     ("order_id", "line_no"),
-    _key("order_id"),
+    _id("order_id"),
     sa.Column("line_no", sa.Integer, nullable=False),
-    _text("painting_id"),
+    _id("painting_id", nullable=True),
     _text("name"),
     _text("image"),
     sa.Column("price", MONEY),
@@ -140,7 +145,7 @@ template_settings = _merged_table(
 template_exhibitions = _merged_table(
     "template_exhibitions",
     ("template_id",),
-    _key("template_id"),
+    _id("template_id"),
     _text("title"),
     _text("description"),
     sa.Column("start_date", sa.Date),
@@ -152,7 +157,7 @@ template_exhibitions = _merged_table(
 template_custom_requests = _merged_table(
     "template_custom_requests",
     ("template_id",),
-    _key("template_id"),
+    _id("template_id"),
     _text("name"),
     _text("email"),
     _text("message"),
@@ -181,6 +186,8 @@ template_stats = sa.Table(
 )
 
 # Records that failed validation, with the reason: quarantined, never silently dropped.
+# ``template_id`` is the id as the site sent it (text), so a reject for a non-integer id can
+# still show it.
 template_rejects = sa.Table(
     "template_rejects",
     metadata,

@@ -35,7 +35,6 @@ from template_pipeline.defs.io_manager import TemplatePostgresIOManager
 from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
 from template_pipeline.source.client import TemplateClient
 from template_pipeline.store import db
-from template_pipeline.store.schema import ensure_schema as ensure_tables
 from template_pipeline.store.writer import write_snapshot
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -248,15 +247,9 @@ def test_bench_nightly_flags_a_failure_beyond_the_refused_site():
 # The fast path the benchmarks measure
 
 
-@pytest.fixture
-def url(database_url) -> str:
-    ensure_tables(database_url)
-    return database_url
-
-
 def _painting(i: int) -> dict[str, Any]:
     return {
-        "template_id": str(i),
+        "template_id": i,
         "name": f"Painting {i}",
         "price": None,
         "category": None,
@@ -294,7 +287,7 @@ def test_load_input_reads_only_the_columns_the_input_asks_for(url):
 
     # list() of a frame or of a mapping of columns: the column names, in order.
     assert list(narrow) == ["template_id", "extra"]
-    assert sorted(narrow["template_id"]) == ["1", "2"]
+    assert sorted(narrow["template_id"]) == [1, 2]
     assert {"first_seen_at", "price", "extra"} <= set(full)
 
 

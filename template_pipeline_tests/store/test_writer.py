@@ -108,7 +108,7 @@ def test_row_gone_upstream_is_soft_deleted_then_restored(url, site):
     assert (gone.deleted, gone.unchanged, gone.live_rows) == (1, 11, 11)
     deleted = table_rows(url, site)["0"]
     assert deleted["deleted_at"] is not None and deleted["last_run_id"] == "run-gone"
-    assert "0" not in set(read_live_rows(url, "paintings", site)["template_id"])
+    assert 0 not in set(read_live_rows(url, "paintings", site)["template_id"].tolist())
 
     back = sync(url, snap(site, rows))
     assert (back.restored, back.deleted, back.unchanged, back.live_rows) == (1, 0, 11, 12)
@@ -299,11 +299,12 @@ HOSTILE = [
 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_hostile_and_non_latin_strings_round_trip(url, site, text):
-    row = painting(text, name=text, category=text, extra={text: [text]})
+    row = painting(1, name=text, category=text, site_name=text, extra={text: [text]})
     sync(url, snap(site, [row]))
 
     [stored] = table_rows(url, site).values()
-    assert (stored["template_id"], stored["name"], stored["category"]) == (text, text, text)
+    assert (stored["template_id"], stored["name"], stored["category"]) == (1, text, text)
+    assert stored["site_name"] == text
     assert stored["extra"] == {text: [text]}
     assert sync(url, snap(site, [row])).unchanged == 1
     assert query(url, "SELECT to_regclass('template_paintings') IS NOT NULL AS ok")[0]["ok"]
@@ -387,11 +388,11 @@ def test_settings_are_keyed_by_site_and_key(url, site):
     assert table_rows(url, other, "template_settings")["site_name"]["value"] == "Atelier"
 
 
-def order_item(order_id: str, line_no: int, **changes: Any) -> dict[str, Any]:
+def order_item(order_id: int, line_no: int, **changes: Any) -> dict[str, Any]:
     row = {
         "order_id": order_id,
         "line_no": line_no,
-        "painting_id": "12",
+        "painting_id": 12,
         "name": "Sunset",
         "image": "Images/painting_12.jpg",
         "price": Decimal("300.00"),
@@ -403,17 +404,17 @@ def order_item(order_id: str, line_no: int, **changes: Any) -> dict[str, Any]:
 
 
 def test_order_items_are_keyed_by_order_and_line(url, site):
-    items = [order_item("A", 1), order_item("A", 2), order_item("B", 1)]
+    items = [order_item(1, 1), order_item(1, 2), order_item(2, 1)]
     first = sync(url, snap(site, items, entity="order_items"))
     assert first.inserted == 3
 
-    again = [order_item("A", 1, quantity=2), order_item("B", 1), order_item("B", 1, price=1)]
+    again = [order_item(1, 1, quantity=2), order_item(2, 1), order_item(2, 1, price=1)]
     result = sync(url, snap(site, again, entity="order_items"), max_delete_fraction=1.0)
 
     assert (result.duplicates, result.updated, result.deleted) == (1, 2, 1)
     stored = table_rows(url, site, "template_order_items")
-    assert stored["A/1"]["quantity"] == 2 and stored["B/1"]["price"] == Decimal("1.00")
-    assert stored["A/2"]["deleted_at"] is not None
+    assert stored["1/1"]["quantity"] == 2 and stored["2/1"]["price"] == Decimal("1.00")
+    assert stored["1/2"]["deleted_at"] is not None
 
 
 # --- Dagster -----------------------------------------------------------------------------------
