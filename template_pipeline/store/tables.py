@@ -12,6 +12,9 @@ Two kinds of tables:
   bookkeeping columns say when a row was first seen, when its content last changed
   (``updated_at``), when it was last written (``synced_at``) and by which run.
 * history (``template_stats`` append-only, ``template_rejects``, ``template_sync_runs``).
+
+The database's schema changes only through the Alembic revisions of ``store/migrations``: a
+change here needs a revision that makes the same change (a test compares the two).
 """
 
 from __future__ import annotations

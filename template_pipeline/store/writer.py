@@ -9,6 +9,9 @@
 5. a ``template_sync_runs`` row records the outcome, in the same transaction on success and in
    a separate one when the sync failed or was refused (after the rollback, so the table is
    exactly as it was before).
+
+Nothing is written into a database whose schema is not this release's
+(:func:`~template_pipeline.store.schema_version.require_current`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from template_pipeline.store.idents import idents, json_text
 from template_pipeline.store.locks import site_table_lock
 from template_pipeline.store.merge import append_history, merge_stage
 from template_pipeline.store.results import Log, MassDeleteRefusedError, SyncResult
-from template_pipeline.store.schema import ensure_schema
+from template_pipeline.store.schema_version import require_current
 from template_pipeline.store.staging import create_stage, drop_superseded, load_stage
 from template_pipeline.store.tables import (
     SYNC_COUNT_COLUMNS,
@@ -77,7 +80,7 @@ def write_snapshot(
         run_id=run_id,
     )
     clock = time.perf_counter()
-    ensure_schema(database_url)
+    require_current(database_url)
 
     with db.connect(database_url) as conn:
         try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import pickle
 import threading
-import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +21,6 @@ import psycopg
 import pytest
 
 from template_pipeline.domain.batches import Reject
-from template_pipeline.store import db
 from template_pipeline.store import merge as merge_module
 from template_pipeline.store import writer as writer_module
 from template_pipeline.store.reads import read_live_rows
@@ -31,7 +29,6 @@ from template_pipeline.store.results import (
     SnapshotContractError,
     SyncResult,
 )
-from template_pipeline.store.schema import create_tables
 from template_pipeline.store.tables import ENTITY_TABLES
 from template_pipeline_tests.fixtures.helpers import query
 from template_pipeline_tests.fixtures.snapshots import painting, snap, sync, sync_runs, table_rows
@@ -438,33 +435,6 @@ def test_tables_have_the_contract_primary_keys(url):
     assert keys["template_settings"] == ["site", "key"]
     assert keys["template_order_items"] == ["site", "order_id", "line_no"]
     assert keys["template_stats"] == keys["template_rejects"] == ["id"]
-
-
-def test_concurrent_first_runs_create_the_schema_once(postgres_server_url):
-    name = f"tp_schema_{uuid.uuid4().hex[:8]}"
-    db.ensure_database(postgres_server_url, name)
-    fresh = db.with_database(postgres_server_url, name)
-    barrier = threading.Barrier(3)
-    errors: list[BaseException] = []
-
-    def create() -> None:
-        barrier.wait(timeout=5)
-        try:
-            create_tables(fresh)
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=create) for _ in range(3)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-        assert errors == []
-        assert query(fresh, "SELECT to_regclass('template_sync_runs') IS NOT NULL AS ok")[0]["ok"]
-    finally:
-        db.get_engine(fresh).dispose()
-        db.drop_database(postgres_server_url, name)
 
 
 # --- pure functions ----------------------------------------------------------------------------
