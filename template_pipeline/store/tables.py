@@ -11,7 +11,8 @@ Two kinds of tables:
   by ``(site, <keys>)``. Rows deleted upstream keep their row with ``deleted_at`` set. The
   bookkeeping columns say when a row was first seen, when its content last changed
   (``updated_at``), when it was last written (``synced_at``) and by which run.
-* history (``template_stats`` append-only, ``template_rejects``, ``template_sync_runs``).
+* history (``template_stats`` append-only, ``template_rejects``, ``template_sync_runs``), and
+  ``template_sync_state``, the latest outcome per site and entity.
 
 The database's schema changes only through the Alembic revisions of ``store/migrations``: a
 change here needs a revision that makes the same change (a test compares the two).
@@ -239,6 +240,25 @@ template_sync_runs = sa.Table(
     sa.Column("finished_at", TIMESTAMPTZ, nullable=False),
     check_in("template_sync_runs", "status", SYNC_STATUSES),
     sa.Index("ix_template_sync_runs_site_entity_finished_at", "site", "entity", "finished_at"),
+)
+
+# One row per (site, entity): the latest outcome, kept in the transaction of the sync it
+# describes. ``last_success_at`` is when the site's data was last confirmed by a successful
+# sync: the Dashboard's ``sync_timestamp`` (the dashboard_* views). It lives here, not on the
+# entity rows, so that an unchanged re-sync still rewrites no entity row.
+template_sync_state = sa.Table(
+    "template_sync_state",
+    metadata,
+    sa.Column("site", sa.Text, nullable=False),
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("last_success_at", TIMESTAMPTZ),
+    sa.Column("last_run_id", sa.Text),
+    sa.Column("last_attempt_at", TIMESTAMPTZ, nullable=False),
+    sa.Column("last_status", sa.Text, nullable=False),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.PrimaryKeyConstraint("site", "entity", name="template_sync_state_pkey"),
+    check_in("template_sync_state", "last_status", SYNC_STATUSES),
 )
 
 # Columns the IO manager fills in itself (a batch row never carries them).

@@ -8,8 +8,8 @@ are ignored; an empty database upgrades from nothing, a second upgrade does noth
 upgrades apply each revision once; a database with release 0.1.0's tables and no version row is
 stamped at the baseline, one with only some of them is refused; revision 0002 converts text ids
 and moves every row it cannot convert (non-integer ids, ids that collide once converted, orders
-whose items name a non-integer painting) to ``template_rejects`` without losing one; ``--sql``
-prints the upgrade and applies nothing; and a
+whose items name a non-integer painting) to ``template_rejects`` without losing one; 0003 fills
+``template_sync_state`` from the runs; ``--sql`` prints the upgrade and applies nothing; and a
 behind database is refused by the writer, the IO manager and the ``sync`` command, with a
 message that names both revisions and ``template-pipeline migrate``.
 """
@@ -77,9 +77,9 @@ def test_head_has_exactly_the_catalog_of_the_table_definitions(database_url, scr
 
 
 def test_a_table_missing_from_the_migrations_is_a_difference(scratch):
-    migrate.upgrade(scratch, "0001")
+    migrate.upgrade(scratch, "0002")
     kinds = {diff[0] for diff in migrate.compare_with_tables(scratch)}
-    assert "modify_type" in kinds  # ids become bigint with 0002
+    assert "add_table" in kinds  # template_sync_state comes with 0003
 
 
 def test_other_applications_tables_are_not_ours_to_compare_or_drop(scratch):
@@ -160,6 +160,8 @@ def test_sql_prints_the_upgrade_and_applies_nothing(scratch, monkeypatch, capsys
     assert main(["migrate", "--sql"]) == 0
     printed = capsys.readouterr().out
     assert "ALTER TABLE template_paintings ALTER COLUMN template_id TYPE BIGINT" in printed
+    assert "CREATE TABLE template_sync_state" in printed
+    assert "CREATE VIEW dashboard_paintings" in printed
     assert "CREATE TABLE template_paintings" not in printed  # from 0001 on
     assert migrate.database_revision(scratch) == "0001"
 
@@ -268,6 +270,39 @@ def test_0002_converts_ids_and_quarantines_what_it_cannot_convert(scratch):
     assert column_types(scratch, "template_rejects")["template_id"] == "text"
 
 
+def test_0003_fills_the_sync_state_from_the_runs(scratch):
+    migrate.upgrade(scratch, "0002")
+    _execute(
+        scratch,
+        "INSERT INTO template_sync_runs (site, entity, run_id, status, error, started_at, "
+        "finished_at) VALUES "
+        "('s', 'paintings', 'r1', 'success', NULL, now(), '2024-01-01T00:00:00Z'), "
+        "('s', 'paintings', 'r2', 'success', NULL, now(), '2024-01-02T00:00:00Z'), "
+        "('s', 'paintings', 'r3', 'failed', 'boom', now(), '2024-01-03T00:00:00Z'), "
+        "('s', 'paintings', 'r4', 'refused', 'guard', now(), '2024-01-04T00:00:00Z'), "
+        "('s', 'users', 'r5', 'failed', 'down', now(), '2024-01-05T00:00:00Z'), "
+        "('t', 'stats', 'r6', 'success', NULL, now(), '2024-01-06T00:00:00Z')",
+    )
+    migrate.upgrade(scratch, "0003")
+    state = {
+        (r["site"], r["entity"]): r for r in query(scratch, "SELECT * FROM template_sync_state")
+    }
+    assert set(state) == {("s", "paintings"), ("s", "users"), ("t", "stats")}
+    paintings = state[("s", "paintings")]
+    assert paintings["last_success_at"].isoformat() == "2024-01-02T00:00:00+00:00"
+    assert paintings["last_run_id"] == "r2"
+    assert (paintings["last_status"], paintings["consecutive_failures"]) == ("refused", 2)
+    assert paintings["last_error"] == "guard"
+    users = state[("s", "users")]
+    assert users["last_success_at"] is None and users["consecutive_failures"] == 1
+    stats = state[("t", "stats")]
+    assert (stats["last_status"], stats["consecutive_failures"], stats["last_error"]) == (
+        "success",
+        0,
+        None,
+    )
+
+
 # --- a behind database is refused ----------------------------------------------------------------
 
 
@@ -281,11 +316,11 @@ def test_an_empty_database_is_refused_with_the_migrate_hint(scratch):
 
 
 def test_a_behind_database_is_refused_naming_both_revisions(scratch, site):
-    migrate.upgrade(scratch, "0001")
+    migrate.upgrade(scratch, "0002")
     with pytest.raises(SchemaBehindError) as info:
         sync(scratch, snap(site, [painting(1)]))
     message = str(info.value)
-    assert f"at revision 0001, this release needs {REQUIRED_REVISION}" in message
+    assert f"at revision 0002, this release needs {REQUIRED_REVISION}" in message
     assert "run `template-pipeline migrate`" in message
     # Refused before anything was written, not even the audit row.
     assert query(scratch, "SELECT count(*) AS n FROM template_sync_runs")[0]["n"] == 0
@@ -314,7 +349,7 @@ def test_the_check_passes_once_migrated_and_is_then_cached(scratch, site, monkey
 
 
 def test_the_io_manager_fails_the_step_without_retries(scratch, site):
-    migrate.upgrade(scratch, "0001")
+    migrate.upgrade(scratch, "0003")
     manager = TemplatePostgresIOManager(database_url=scratch)
     context = dg.build_output_context(partition_key=site, asset_key=dg.AssetKey("paintings"))
     with pytest.raises(dg.Failure) as info:

@@ -7,8 +7,9 @@ run in a subprocess with that tree first on ``PYTHONPATH``, so its own code crea
 with non-integer ids included (that release stored ids as text). Under test: the baseline
 revision is exactly the schema that release created; after ``template-pipeline migrate`` every
 row is still there, converted or moved to ``template_rejects`` (counted in the command's
-output); ids are bigint and ``WHERE template_id = 5`` works; and a sync by this release of the
-same data writes no entity row.
+output); ids are bigint and ``WHERE template_id = 5`` works; the views show the site with the
+previous release's last sync as ``sync_timestamp``; and a sync by this release of the same data
+writes no entity row.
 """
 
 from __future__ import annotations
@@ -244,3 +245,12 @@ def _check_every_row_kept(url: str, before: dict[str, int], output: str) -> None
 def _check_the_dashboard_reads_it(url: str) -> None:
     [five] = query(url, "SELECT name FROM template_paintings WHERE template_id = 5")
     assert five["name"]
+    [last] = query(
+        url,
+        "SELECT max(finished_at) AS at FROM template_sync_runs "
+        "WHERE entity = 'paintings' AND status = 'success'",
+    )
+    shown = query(url, "SELECT DISTINCT sync_timestamp FROM dashboard_paintings")
+    assert [r["sync_timestamp"] for r in shown] == [last["at"]]
+    [order] = query(url, "SELECT items FROM dashboard_orders ORDER BY id LIMIT 1")
+    assert all(set(item) == {"name", "price", "quantity"} for item in order["items"])
