@@ -69,15 +69,23 @@ def database_server_url(environ: Mapping[str, str] | None = None) -> tuple[str, 
 
 
 @contextlib.contextmanager
-def fresh_database(server_url: str, label: str, *, keep: bool = False) -> Iterator[str]:
-    """A new, empty database on ``server_url`` for one benchmark run (dropped afterwards)."""
-    from template_pipeline.store import db
+def fresh_database(
+    server_url: str, label: str, *, keep: bool = False, dashboard: bool = True
+) -> Iterator[str]:
+    """A new database on ``server_url`` for one benchmark run (dropped afterwards).
+
+    A ``dashboard`` database gets this release's schema (``template-pipeline migrate``), as in
+    production before any sync; otherwise (a Dagster instance's) it is left empty.
+    """
+    from template_pipeline.store import db, migrate
 
     name = f"tp_bench_{label}_{os.getpid()}_{secrets.token_hex(3)}"
     db.ensure_database(server_url, name)
     url = db.sqlalchemy_url(db.with_database(server_url, name)).render_as_string(
         hide_password=False
     )
+    if dashboard:
+        migrate.upgrade(url)
     try:
         yield url
     finally:

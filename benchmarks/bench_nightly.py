@@ -330,9 +330,7 @@ def wait_for_runs(
 
 
 def child_in_asset(args: argparse.Namespace) -> dict[str, Any]:
-    from template_pipeline.store.schema import ensure_schema as ensure_tables
-
-    ensure_tables(args.database_url)
+    # The database comes from common.fresh_database, schema included.
     per_site = []
     for site in args.sites.split(","):
         cpu = time.process_time()
@@ -419,7 +417,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             common.fresh_database(server_url, "nightly", keep=args.keep)
         )
         instance_url = stack.enter_context(
-            common.fresh_database(server_url, "nightly_dagster", keep=args.keep)
+            common.fresh_database(server_url, "nightly_dagster", keep=args.keep, dashboard=False)
         )
         figures["machine"] = common.machine_description(dashboard_url)
         home = work / "dagster_home"
@@ -434,7 +432,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         common.progress(f"serving {len(sites)} simulated sites ...")
         simulator = stack.enter_context(common.SimulatorProcess(sites, work))
         from template_pipeline.store import db
-        from template_pipeline.store.schema import create_tables
 
         env = common.child_env(
             {
@@ -446,8 +443,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
         env.update(common.write_sites(work / "sites.yaml", simulator, refused=frozenset({refused})))
-        # The Dashboard's tables exist in production before any night.
-        create_tables(dashboard_url)
+        # The Dashboard's tables exist in production before any night: fresh_database migrated
+        # dashboard_url.
         # This process reads the same instance (and loads the workspace once to set it up).
         os.environ.update(env)
 

@@ -83,10 +83,8 @@ def child_fetch(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_direct(args: argparse.Namespace) -> dict[str, Any]:
-    """The same work as a sync run, without Dagster (into a database of its own)."""
-    from template_pipeline.store.schema import ensure_schema as ensure_tables
-
-    ensure_tables(args.database_url)
+    """The same work as a sync run, without Dagster (into a database of its own, migrated by
+    common.fresh_database)."""
     started = time.perf_counter()
     cpu = time.process_time()
     written = common.sync_without_dagster(args.site, args.database_url, "bench-direct")
@@ -157,7 +155,6 @@ def child_copy(args: argparse.Namespace) -> dict[str, Any]:
     from template_pipeline.domain.entities import FETCHED as ENDPOINT_SPECS
     from template_pipeline.domain.validation import explode_order_items
     from template_pipeline.store import db
-    from template_pipeline.store.schema import create_tables
     from template_pipeline.store.tables import table_spec
 
     resource = TemplateClientResource()
@@ -170,7 +167,7 @@ def child_copy(args: argparse.Namespace) -> dict[str, Any]:
     rows["order_items"] = explode_order_items(
         (order["template_id"], order["items"]) for order in rows["orders"]
     )
-    create_tables(args.database_url)
+    # The database's schema is this release's already (common.fresh_database).
     site = args.site
 
     def values_of(spec: Any, row: dict[str, Any]) -> list[Any]:

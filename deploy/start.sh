@@ -4,7 +4,8 @@
 #   deploy/start.sh web          dagster-webserver on $PORT (the UI and its GraphQL API)
 #   deploy/start.sh worker       dagster-daemon run (run queue, schedules, sensors, monitoring)
 #   deploy/start.sh codeserver   dagster code-server start (the code location; runs start here)
-#   deploy/start.sh migrate      dagster instance migrate (after a Dagster upgrade; release phase)
+#   deploy/start.sh migrate      the release phase: dagster instance migrate (the instance's schema)
+#                                and template-pipeline migrate (the Dashboard database's schema)
 #   deploy/start.sh webhook      template-pipeline webhook on $PORT (signed site events; optional)
 #
 # Every process gets the same environment (see deploy/README.md): DAGSTER_POSTGRES_URL (required),
@@ -75,6 +76,11 @@ case "$role" in
       -m template_pipeline.definitions --location-name template_pipeline
     ;;
   migrate)
-    exec dagster instance migrate
+    # Both schemas, before the new release's processes start: the runs refuse to write into a
+    # Dashboard database whose schema is behind. Each is a no-op when already current.
+    [[ -n "${DASHBOARD_DATABASE_URL:-}" ]] ||
+      fail "DASHBOARD_DATABASE_URL is not set: the release step migrates the Dashboard database too"
+    dagster instance migrate
+    exec template-pipeline migrate
     ;;
 esac

@@ -2,8 +2,9 @@
 
 The database comes from ``TEMPLATE_PIPELINE_TEST_DATABASE_URL`` (CI points it at the machine's
 server) or, where it is not set, from the embedded PostgreSQL under ``.local/``. Either way the
-session works in a database of its own, created here and dropped at the end, so runs never see
-each other's rows.
+session works in a database of its own, created here, migrated to this release's schema with
+``template-pipeline migrate``'s function (as production does before any sync) and dropped at the
+end, so runs never see each other's rows.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import uuid
 import pytest
 
 from template_pipeline.domain import config
-from template_pipeline.store import db, embedded
-from template_pipeline.store.schema import ensure_schema
+from template_pipeline.store import db, embedded, migrate
 
 TEST_DATABASE_URL_ENV = config.TEST_DATABASE_URL.name
 
@@ -40,7 +40,7 @@ def postgres_server_url() -> str:
 
 @pytest.fixture(scope="session")
 def database_url(postgres_server_url) -> str:
-    """A fresh database for this test session (SQLAlchemy URL, psycopg driver)."""
+    """A fresh database for this test session, at this release's schema (SQLAlchemy URL)."""
     name = f"tp_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     db.ensure_database(postgres_server_url, name)
     url = str(
@@ -48,6 +48,7 @@ def database_url(postgres_server_url) -> str:
             hide_password=False
         )
     )
+    migrate.upgrade(url)
     yield url
     db.get_engine.cache_clear()
     db.drop_database(postgres_server_url, name)
@@ -62,7 +63,6 @@ def dashboard_env(monkeypatch, database_url) -> str:
 
 @pytest.fixture
 def url(database_url) -> str:
-    ensure_schema(database_url)
     return database_url
 
 

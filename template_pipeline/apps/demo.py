@@ -2,7 +2,9 @@
 
 ``template-pipeline demo`` and ``template-pipeline dev`` (``make demo`` / ``make dev``) share it.
 Where ``DASHBOARD_DATABASE_URL`` is already set, its server is used instead of the embedded one
-(the Dagster instance then gets a database of its own on that server).
+(the Dagster instance then gets a database of its own on that server). Either way the Dashboard
+database is migrated first, as ``template-pipeline migrate`` does in production: the pipeline
+refuses to write into a database whose schema is behind.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from template_pipeline.apps.simulator import SimulatorServer, demo_sites
 from template_pipeline.domain import config
 from template_pipeline.domain.sites import SITES_FILE_ENV, write_sites_file
-from template_pipeline.store import db
+from template_pipeline.store import db, migrate
 from template_pipeline.store.embedded import start_embedded_postgres
 
 DAGSTER_POSTGRES_URL_ENV = config.DAGSTER_POSTGRES_URL.name
@@ -44,6 +46,7 @@ class DemoEnvironment:
     simulator: SimulatorServer
     sites_file: Path
     dagster_home: Path
+    schema: migrate.Upgrade
 
 
 def prepare_instance_home(home: Path, dashboard_url: str) -> dict[str, str]:
@@ -64,6 +67,7 @@ def demo_environment(
     dashboard_url = config.DASHBOARD_DATABASE_URL.get()
     if not dashboard_url:
         dashboard_url = start_embedded_postgres(local_dir / "pgdata", database="dashboard")
+    schema = migrate.upgrade(dashboard_url)
 
     simulator = SimulatorServer(demo_sites(), port=port_or_free(port) if port else 0).start()
     try:
@@ -84,6 +88,7 @@ def demo_environment(
                 simulator=simulator,
                 sites_file=sites_file,
                 dagster_home=Path(env["DAGSTER_HOME"]),
+                schema=schema,
             )
         finally:
             for name, value in saved.items():

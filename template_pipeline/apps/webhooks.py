@@ -27,7 +27,7 @@ not JSON, not an object, ``event``/``site`` missing   400
 the site has no webhook secret configured             403
 ``X-Template-Signature`` missing or wrong             401
 ``event`` not one of :data:`EVENT_ENTITIES`           422
-registry unreadable, database unavailable             503
+registry unreadable, database unavailable or behind   503
 ====================================================  ======
 
 The event names come from the endpoint spec table: ``<record>_created``, ``<record>_updated``,
@@ -62,7 +62,7 @@ from template_pipeline.domain.entities import EVENT_ENTITIES, entities_for_event
 from template_pipeline.domain.sites import SLUG_RE, SiteConfigError, SiteRegistry, load_registry
 from template_pipeline.store import db
 from template_pipeline.store.ops_tables import template_webhook_events
-from template_pipeline.store.schema import ensure_schema
+from template_pipeline.store.schema_version import require_current
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class WebhookIntake:
     def _store(
         self, site: str, event: str, document: dict[str, Any], delivery_id: str | None
     ) -> int:
-        ensure_schema(self.database_url)
+        require_current(self.database_url)
         with db.get_engine(self.database_url).begin() as conn:
             return conn.execute(
                 sa.insert(template_webhook_events)
@@ -330,7 +330,7 @@ def serve(
     database_url = database_url or db.dashboard_database_url()
     # Fail now, with the reason, rather than on the first delivery.
     load_registry()
-    ensure_schema(database_url)
+    require_current(database_url)
     app = build_webhook_app(database_url, max_body_bytes=max_body_bytes)
     logger.info("webhook intake listening on http://%s:%d%s", host, port, WEBHOOK_PATH)
     uvicorn.Server(

@@ -17,6 +17,7 @@ from template_pipeline.defs.sync.metadata import sync_metadata
 from template_pipeline.domain.batches import EntitySnapshot
 from template_pipeline.store.reads import read_live_rows
 from template_pipeline.store.results import MassDeleteRefusedError
+from template_pipeline.store.schema_version import SchemaVersionError
 from template_pipeline.store.writer import write_snapshot
 
 if TYPE_CHECKING:
@@ -79,6 +80,9 @@ class TemplatePostgresIOManager(dg.ConfigurableIOManager):
                 },
                 allow_retries=False,
             ) from exc
+        except SchemaVersionError as exc:
+            # Nothing was written; a retry minutes later would meet the same schema.
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         context.add_output_metadata(sync_metadata(result))
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from template_pipeline.source.client import (
 )
 from template_pipeline.source.deadline import Deadline
 from template_pipeline.store import db
-from template_pipeline.store.schema import ensure_schema
+from template_pipeline.store.schema_version import require_current
 
 _SYNC = asdict(SYNC_SETTINGS)
 
@@ -139,8 +139,12 @@ class DashboardDatabase(dg.ConfigurableResource):
     )
 
     def engine(self) -> sa.Engine:
-        """The pooled engine of the database, its schema created on first use in a process."""
-        ensure_schema(self.database_url)
+        """The pooled engine of the database, once its schema is known to be this release's.
+
+        Raises :class:`~template_pipeline.store.schema_version.SchemaBehindError` (run
+        ``template-pipeline migrate``) for a database whose schema is behind.
+        """
+        require_current(self.database_url)
         return db.get_engine(self.database_url)
 
 

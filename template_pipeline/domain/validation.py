@@ -253,7 +253,7 @@ def validate_stats(payload: Any) -> dict[str, Any]:
 
 
 def explode_order_items(
-    orders: Iterable[tuple[str, list[dict[str, Any]] | str | None]],
+    orders: Iterable[tuple[int, list[dict[str, Any]] | str | None]],
 ) -> list[dict[str, Any]]:
     """Rows of ``template_order_items`` from ``(order template_id, items)`` pairs.
 
@@ -285,7 +285,8 @@ def explode_order_items(
             for index, item in enumerate(items):
                 rows.append(
                     {
-                        "order_id": str(order_id),
+                        # int(): the ids arrive from a DataFrame as numpy integers.
+                        "order_id": int(order_id),
                         "line_no": index + 1,
                         "painting_id": item.painting_id,
                         "name": item.name,

@@ -11,6 +11,9 @@ from typing import Literal, get_args
 # The literal the Template API sends in place of a secret setting: never stored as a value.
 MASKED = "***MASKED***"
 
+# A painting's status when the site sends none (the Dashboard's specification).
+DEFAULT_PAINTING_STATUS = "Disponible"
+
 # template_sync_runs.status: what one (site, entity) sync attempt became. A 'failed' or
 # 'refused' sync wrote nothing.
 SyncStatus = Literal["success", "failed", "refused"]

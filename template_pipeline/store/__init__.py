@@ -1,4 +1,4 @@
-"""The store layer: the Dashboard's PostgreSQL schema, its bootstrap, staging + merge, reads, locks.
+"""The store layer: the Dashboard schema, its migrations, staging + merge, reads, locks.
 
 No Dagster here: the IO manager in :mod:`template_pipeline.defs` calls
 :func:`~template_pipeline.store.writer.write_snapshot` and the readers of :mod:`.reads`.

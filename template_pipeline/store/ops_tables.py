@@ -1,7 +1,7 @@
 """The operations tables: alerts, webhook events and site health (SQLAlchemy Core).
 
-They are defined on :data:`template_pipeline.store.base.metadata`, the one schema definition, so
-the schema bootstrap creates them with the Dashboard's tables. They are the pipeline's own
+They are defined on :data:`template_pipeline.store.base.metadata`, the one schema definition, and
+created by the same migrations as the Dashboard's tables. They are the pipeline's own
 bookkeeping, which the Dashboard may read:
 
 * ``template_alerts``: one row per alert sent (failed check, failed run, site down or back up).

@@ -11,7 +11,11 @@ Two kinds of tables:
   by ``(site, <keys>)``. Rows deleted upstream keep their row with ``deleted_at`` set. The
   bookkeeping columns say when a row was first seen, when its content last changed
   (``updated_at``), when it was last written (``synced_at``) and by which run.
-* history (``template_stats`` append-only, ``template_rejects``, ``template_sync_runs``).
+* history (``template_stats`` append-only, ``template_rejects``, ``template_sync_runs``), and
+  ``template_sync_state``, the latest outcome per site and entity.
+
+The database's schema changes only through the Alembic revisions of ``store/migrations``: a
+change here needs a revision that makes the same change (a test compares the two).
 """
 
 from __future__ import annotations
@@ -63,8 +67,9 @@ def _merged_table(
         metadata,
         sa.Column("site", sa.Text, nullable=False),
         *data_columns,
-        *hash_column,
         *_bookkeeping_columns(),
+        # Last: revision 0005 added it to tables that existed, and a column added goes last.
+        *hash_column,
         sa.PrimaryKeyConstraint("site", *keys, name=f"{name}_pkey"),
         postgresql_with=_MERGED_TABLE_STORAGE,
     )
@@ -78,10 +83,15 @@ def _key(name: str) -> sa.Column:
     return sa.Column(name, sa.Text, nullable=False)
 
 
+def _id(name: str, *, nullable: bool = False) -> sa.Column:
+    # The sites' ids are integers: bigint, so the Dashboard's `WHERE template_id = 5` works.
+    return sa.Column(name, sa.BigInteger, nullable=nullable)
+
+
 template_paintings = _merged_table(
     "template_paintings",
     ("template_id",),
-    _key("template_id"),
+    _id("template_id"),
     _text("name"),
     sa.Column("price", MONEY),
     _text("category"),
@@ -99,7 +109,7 @@ template_paintings = _merged_table(
 template_users = _merged_table(
     "template_users",
     ("template_id",),
-    _key("template_id"),
+    _id("template_id"),
     _text("name"),
     _text("email"),
     sa.Column("create_date", TIMESTAMPTZ),
@@ -111,7 +121,7 @@ template_users = _merged_table(
 template_orders = _merged_table(
     "template_orders",
     ("template_id",),
-    _key("template_id"),
+    _id("template_id"),
     _text("customer_name"),
     _text("email"),
     sa.Column("total_price", MONEY),
@@ -126,9 +136,9 @@ template_orders = _merged_table(
 template_order_items = _merged_table(
     "template_order_items",
     ("order_id", "line_no"),
-    _key("order_id"),
+    _id("order_id"),
     sa.Column("line_no", sa.Integer, nullable=False),
-    _text("painting_id"),
+    _id("painting_id", nullable=True),
     _text("name"),
     _text("image"),
     sa.Column("price", MONEY),
@@ -148,7 +158,7 @@ template_settings = _merged_table(
 template_exhibitions = _merged_table(
     "template_exhibitions",
     ("template_id",),
-    _key("template_id"),
+    _id("template_id"),
     _text("title"),
     _text("description"),
     sa.Column("start_date", sa.Date),
@@ -160,7 +170,7 @@ template_exhibitions = _merged_table(
 template_custom_requests = _merged_table(
     "template_custom_requests",
     ("template_id",),
-    _key("template_id"),
+    _id("template_id"),
     _text("name"),
     _text("email"),
     _text("message"),
@@ -189,6 +199,8 @@ template_stats = sa.Table(
 )
 
 # Records that failed validation, with the reason: quarantined, never silently dropped.
+# ``template_id`` is the id as the site sent it (text), so a reject for a non-integer id can
+# still show it.
 template_rejects = sa.Table(
     "template_rejects",
     metadata,
@@ -237,6 +249,25 @@ template_sync_runs = sa.Table(
     sa.Column("finished_at", TIMESTAMPTZ, nullable=False),
     check_in("template_sync_runs", "status", SYNC_STATUSES),
     sa.Index("ix_template_sync_runs_site_entity_finished_at", "site", "entity", "finished_at"),
+)
+
+# One row per (site, entity): the latest outcome, kept in the transaction of the sync it
+# describes. ``last_success_at`` is when the site's data was last confirmed by a successful
+# sync: the Dashboard's ``sync_timestamp`` (the dashboard_* views). It lives here, not on the
+# entity rows, so that an unchanged re-sync still rewrites no entity row.
+template_sync_state = sa.Table(
+    "template_sync_state",
+    metadata,
+    sa.Column("site", sa.Text, nullable=False),
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("last_success_at", TIMESTAMPTZ),
+    sa.Column("last_run_id", sa.Text),
+    sa.Column("last_attempt_at", TIMESTAMPTZ, nullable=False),
+    sa.Column("last_status", sa.Text, nullable=False),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.PrimaryKeyConstraint("site", "entity", name="template_sync_state_pkey"),
+    check_in("template_sync_state", "last_status", SYNC_STATUSES),
 )
 
 # Columns the IO manager fills in itself (a batch row never carries them).

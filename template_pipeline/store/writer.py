@@ -6,9 +6,13 @@
 2. a transaction-scoped advisory lock on ``(table, site)`` serialises writers of one site;
 3. duplicate keys in the payload are resolved to their last occurrence;
 4. the merge writes only what changed, behind the mass-delete guard (:mod:`.merge`);
-5. a ``template_sync_runs`` row records the outcome, in the same transaction on success and in
-   a separate one when the sync failed or was refused (after the rollback, so the table is
+5. a ``template_sync_runs`` row records the outcome, and ``template_sync_state`` the latest
+   one per site and entity (:mod:`.sync_state`), in the same transaction on success and in a
+   separate one when the sync failed or was refused (after the rollback, so the table is
    exactly as it was before).
+
+Nothing is written into a database whose schema is not this release's
+(:func:`~template_pipeline.store.schema_version.require_current`).
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from template_pipeline.store.idents import idents, json_text
 from template_pipeline.store.locks import site_table_lock
 from template_pipeline.store.merge import Guard, append_history, merge_stage
 from template_pipeline.store.results import Log, MassDeleteRefusedError, SyncResult
-from template_pipeline.store.schema import ensure_schema
+from template_pipeline.store.schema_version import require_current
 from template_pipeline.store.staging import create_stage, drop_superseded, load_stage
+from template_pipeline.store.sync_state import record_outcome
 from template_pipeline.store.tables import (
     SYNC_COUNT_COLUMNS,
     TableSpec,
@@ -189,7 +194,7 @@ def _transaction(
         run_id=run_id,
     )
     clock = time.perf_counter()
-    ensure_schema(database_url)
+    require_current(database_url)
     with contextlib.ExitStack() as owned:
         if conn is None:
             conn = owned.enter_context(db.connect(database_url))
@@ -306,6 +311,7 @@ def _insert_sync_run(conn: psycopg.Connection, result: SyncResult, error: str | 
         ),
         values,
     )
+    record_outcome(conn, result, error)
 
 
 def _rollback_quietly(conn: psycopg.Connection) -> None:

@@ -29,7 +29,6 @@ from template_pipeline.apps.webhooks import (
 from template_pipeline.domain.sites import Site, SiteConfigError, SiteRegistry
 from template_pipeline.store import db
 from template_pipeline.store.ops_tables import template_webhook_events
-from template_pipeline.store.schema import ensure_schema
 
 SECRET = "whsec-test-0123456789"
 
@@ -99,7 +98,6 @@ def intake(database_url) -> Iterator[tuple[WebhookServer, str, str]]:
         ),
         source="test",
     )
-    ensure_schema(database_url)
     server = WebhookServer(
         database_url,
         registry_loader=lambda: registry,

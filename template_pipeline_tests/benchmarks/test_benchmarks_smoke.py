@@ -35,7 +35,6 @@ from template_pipeline.defs.io_manager import TemplatePostgresIOManager
 from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
 from template_pipeline.source.client import TemplateClient
 from template_pipeline.store import db
-from template_pipeline.store.schema import ensure_schema as ensure_tables
 from template_pipeline.store.writer import write_snapshot
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -249,15 +248,9 @@ def test_bench_nightly_flags_a_failure_beyond_the_refused_site():
 # The fast path the benchmarks measure
 
 
-@pytest.fixture
-def url(database_url) -> str:
-    ensure_tables(database_url)
-    return database_url
-
-
 def _painting(i: int) -> dict[str, Any]:
     return {
-        "template_id": str(i),
+        "template_id": i,
         "name": f"Painting {i}",
         "price": None,
         "category": None,
@@ -295,7 +288,7 @@ def test_load_input_reads_only_the_columns_the_input_asks_for(url):
 
     # list() of a frame or of a mapping of columns: the column names, in order.
     assert list(narrow) == ["template_id", "extra"]
-    assert sorted(narrow["template_id"]) == ["1", "2"]
+    assert sorted(narrow["template_id"]) == [1, 2]
     assert {"first_seen_at", "price", "extra"} <= set(full)
 
 
@@ -357,35 +350,42 @@ def test_client_reads_the_environment_proxies_once_for_its_origin(monkeypatch):
 
 
 def _run_benchmark(script: str, args: list[str], server_url: str, tmp_path: Path) -> dict:
+    """The benchmark's figures, and under ``_pid`` the process id its database names carry."""
     output = tmp_path / "figures.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "TEMPLATE_"))}
     env[common.BENCH_DATABASE_URL_ENV] = server_url
-    completed = subprocess.run(
+    with subprocess.Popen(
         [sys.executable, str(BENCHMARKS / script), *args, "--json", str(output)],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=SMOKE_TIMEOUT_S,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    assert "| target" in completed.stdout and "met?" in completed.stdout
-    return json.loads(output.read_text(encoding="utf-8"))
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=SMOKE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+            raise AssertionError(f"{script} timed out: {stdout[-3000:]}{stderr[-3000:]}") from None
+    assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "| target" in stdout and "met?" in stdout
+    return {**json.loads(output.read_text(encoding="utf-8")), "_pid": process.pid}
 
 
-def _leftover_bench_databases(server_url: str) -> list[str]:
+def _leftover_bench_databases(server_url: str, pid: int) -> list[str]:
+    """The benchmark databases the run of process ``pid`` left behind (other engineers'
+    benchmarks may be running on the same server: theirs carry their own pid)."""
     import psycopg
 
     with psycopg.connect(db.libpq_conninfo(server_url)) as conn:
         rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'tp_bench_%'"
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"tp_bench_%_{pid}_%",)
         ).fetchall()
     return [name for (name,) in rows]
 
 
 @pytest.mark.slow
 def test_bench_site_runs_end_to_end_at_toy_size(postgres_server_url, tmp_path):
-    before = set(_leftover_bench_databases(postgres_server_url))
     figures = _run_benchmark(
         "bench_site.py",
         [
@@ -418,13 +418,12 @@ def test_bench_site_runs_end_to_end_at_toy_size(postgres_server_url, tmp_path):
     assert sum(figures["direct"]["rows"].values()) == sum(
         int(r["valid"]) for r in first["sync_runs"].values()
     )
-    assert set(_leftover_bench_databases(postgres_server_url)) <= before
+    assert _leftover_bench_databases(postgres_server_url, figures["_pid"]) == []
 
 
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_bench_nightly_runs_through_the_daemon_at_toy_size(postgres_server_url, tmp_path):
-    before = set(_leftover_bench_databases(postgres_server_url))
     figures = _run_benchmark(
         "bench_nightly.py",
         ["--sites", "3", "--in-asset-samples", "1", "--sites-per-run", "2"],
@@ -438,4 +437,4 @@ def test_bench_nightly_runs_through_the_daemon_at_toy_size(postgres_server_url, 
     assert figures["isolation"]["refused_site_materialised_entities"] == []
     assert figures["cpu"]["total_s"] > 0
     assert figures["cpu"]["by_kind_s"].get("run worker", 0) > 0
-    assert set(_leftover_bench_databases(postgres_server_url)) <= before
+    assert _leftover_bench_databases(postgres_server_url, figures["_pid"]) == []

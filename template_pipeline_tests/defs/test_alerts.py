@@ -22,7 +22,6 @@ from template_pipeline.defs.sensors import template_alerts_sensor
 from template_pipeline.defs.tags import SITE_TAG
 from template_pipeline.store import db
 from template_pipeline.store.ops_tables import template_alerts
-from template_pipeline.store.schema import ensure_schema
 from template_pipeline_tests.fixtures.helpers import unique_site
 
 
@@ -84,7 +83,6 @@ def any_instance(request) -> Iterator[dg.DagsterInstance]:
 
 
 def _rows(url: str, site: str) -> list[sa.Row]:
-    ensure_schema(url)
     with db.get_engine(url).connect() as conn:
         return conn.execute(
             sa.select(template_alerts)

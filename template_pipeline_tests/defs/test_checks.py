@@ -63,12 +63,18 @@ def _evaluate(url: str, evaluate, site: str, entity: str, run_id: str = "run-1",
 
 
 def _paintings(n: int, *, start: int = 1) -> list[dict[str, Any]]:
-    return [{"id": i, "name": f"Toile {i}", "price": "100.00"} for i in range(start, start + n)]
+    return [
+        {"id": i, "name": f"Toile {i}", "price": "100.00", "category": "Huile", "image": "i.jpg"}
+        for i in range(start, start + n)
+    ]
 
 
 def _order(oid: int, total: str, *items: tuple[int, str, int]) -> dict[str, Any]:
     return {
         "id": oid,
+        "customer_name": "Zoé Martin",
+        "email": "zoe@example.fr",
+        "order_date": "2024-03-01 10:22:00",
         "total_price": total,
         "items": [{"painting_id": p, "price": price, "quantity": q} for p, price, q in items],
     }
@@ -215,9 +221,9 @@ def test_items_reference_paintings(database_url):
     write_records(database_url, other, "paintings", _paintings(1, start=7))
     rows = [
         {
-            "order_id": "1",
+            "order_id": 1,
             "line_no": 1,
-            "painting_id": "1",
+            "painting_id": 1,
             "name": None,
             "image": None,
             "price": Decimal("1.00"),
@@ -225,9 +231,9 @@ def test_items_reference_paintings(database_url):
             "extra": {},
         },
         {
-            "order_id": "1",
+            "order_id": 1,
             "line_no": 2,
-            "painting_id": "7",
+            "painting_id": 7,
             "name": None,
             "image": None,
             "price": Decimal("1.00"),
@@ -235,7 +241,7 @@ def test_items_reference_paintings(database_url):
             "extra": {},
         },
         {
-            "order_id": "2",
+            "order_id": 2,
             "line_no": 1,
             "painting_id": None,
             "name": None,
@@ -255,7 +261,8 @@ def test_items_reference_paintings(database_url):
     assert meta["unknown_painting"] == 1
     assert meta["painting_of_another_site"] == 1
     assert meta["without_painting_id"] == 1
-    assert meta["first_unknown_paintings"] == ["7"]
+    assert meta["first_unknown_paintings"] == [7]
+    assert result.description.endswith("first: 7")
 
 
 def test_mass_delete_guard_passes_and_fails(database_url):
@@ -276,7 +283,7 @@ def test_mass_delete_guard_passes_and_fails(database_url):
 
 def test_freshness(database_url):
     site = unique_site("chk")
-    write_records(database_url, site, "users", [{"id": 1, "name": "Ana"}])
+    write_records(database_url, site, "users", [{"id": 1, "name": "Ana", "email": "a@b.fr"}])
     assert _evaluate(database_url, evaluate_freshness, site, "users").passed
     with db.get_engine(database_url).begin() as conn:
         conn.execute(

@@ -35,7 +35,6 @@ from template_pipeline.domain.entities import NAMES as ALL_ENTITIES
 from template_pipeline.domain.sites import Site, write_sites_file
 from template_pipeline.store import db
 from template_pipeline.store.ops_tables import template_webhook_events
-from template_pipeline.store.schema import ensure_schema
 
 
 @pytest.fixture
@@ -262,7 +261,6 @@ def test_changes_sensor_ignores_sites_without_a_partition(instance, simulated):
 
 
 def _store_events(url: str, site: str, *events: str) -> list[int]:
-    ensure_schema(url)
     with db.get_engine(url).begin() as conn:
         return [
             conn.execute(

@@ -29,7 +29,14 @@ BASE = "http://fast.example/"
 
 
 def painting(i: int, **fields: Any) -> dict[str, Any]:
-    return {"id": i, "name": f"Toile {i}", "price": "100.00", "image": f"Images/{i}.jpg", **fields}
+    return {
+        "id": i,
+        "name": f"Toile {i}",
+        "category": "Paysage",
+        "price": "100.00",
+        "image": f"Images/{i}.jpg",
+        **fields,
+    }
 
 
 def sync(url: str, site: str, records: list[dict[str, Any]], run_id: str = "r"):
@@ -121,6 +128,7 @@ def test_rows_without_a_hash_never_reset_a_stored_one(url, site):
 
 
 def _orders() -> list[dict[str, Any]]:
+    who = {"email": "client@example.fr", "order_date": "2026-11-30 10:00:00"}
     return [
         {
             "id": 1,
@@ -130,10 +138,11 @@ def _orders() -> list[dict[str, Any]]:
                 {"painting_id": 3, "name": "Étude", "price": "10.00", "quantity": 2, "frame": "x"},
                 {"painting_id": 4, "name": "Nu", "price": "10.00"},
             ],
+            **who,
         },
-        {"id": 2, "customer_name": "Léa", "total_price": "5.00", "items": "[]"},
+        {"id": 2, "customer_name": "Léa", "total_price": "5.00", "items": "[]", **who},
         {"id": 3, "customer_name": "Ana", "total_price": "7.50",
-         "items": [{"name": "Sans id", "price": "7.50", "quantity": 1}]},
+         "items": [{"name": "Sans id", "price": "7.50", "quantity": 1}], **who},
     ]  # fmt: skip
 
 

@@ -65,6 +65,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     out(f"demo: starting the Template simulator; tables go to {where} ...")
     with demo_environment() as env:
+        out(
+            f"demo: Dashboard schema at revision {env.schema.after} "
+            f"(template-pipeline migrate; before: {env.schema.before or 'none'})"
+        )
         registry = load_registry()
         out(
             f"demo: {len(registry)} simulated sites on {env.simulator.url}: "
@@ -82,6 +86,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from template_pipeline.apps.demo import demo_environment
 
     with demo_environment(port=args.simulator_port) as env:
+        out(f"dev: Dashboard schema at revision {env.schema.after} (template-pipeline migrate)")
         out(f"dev: simulator on {env.simulator.url}, sites file {env.sites_file}")
         out(f"dev: Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops everything)")
         command = [

@@ -12,6 +12,7 @@ from template_pipeline.apps.cli.common import out, sync_exit_code
 from template_pipeline.domain import config
 from template_pipeline.domain.entities import NAMES
 from template_pipeline.store import db
+from template_pipeline.store.schema_version import require_current
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -26,6 +27,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             "DAGSTER_HOME is not set: it names the Dagster instance the runs are recorded in "
             "(a folder holding the repo's dagster.yaml)"
         )
+    # Every run would fail on it, site after site: say it once, before any run starts.
+    require_current(database_url)
     outcomes = run_sync(
         registry,
         sites=args.site,

@@ -9,7 +9,7 @@ by a Starlette application (:func:`build_app`), run in a background thread by
 from template_pipeline.apps.simulator.app import ENDPOINTS, LIST_ENDPOINTS, build_app
 from template_pipeline.apps.simulator.config import Faults, SimSite, demo_sites
 from template_pipeline.apps.simulator.data import SiteData, generate_site_data
-from template_pipeline.apps.simulator.generate import INVALID_KINDS
+from template_pipeline.apps.simulator.invalid import INVALID_KINDS
 from template_pipeline.apps.simulator.server import SimulatorServer, api_key_env_name, serve
 
 __all__ = [

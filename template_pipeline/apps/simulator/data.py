@@ -25,10 +25,10 @@ from template_pipeline.apps.simulator.generate import (
     gen_settings,
     gen_users,
     iso_utc,
-    make_invalid,
     order_total,
     to_decimal,
 )
+from template_pipeline.apps.simulator.invalid import make_invalid
 from template_pipeline.apps.simulator.vocabulary import CENT, GENERATED_AT
 
 # Record entities in the order of the ``full`` export (settings are key/value pairs, not records).
@@ -64,7 +64,7 @@ class SiteData:
         orders: list[dict[str, Any]],
         exhibitions: list[dict[str, Any]],
         custom_requests: list[dict[str, Any]],
-        invalid_kinds: dict[str, dict[int, str]] | None = None,
+        invalid_kinds: dict[str, dict[int | float, str]] | None = None,
         last_updated: datetime = GENERATED_AT,
     ) -> None:
         self.site_key = site_key
@@ -75,8 +75,8 @@ class SiteData:
         self.orders = orders
         self.exhibitions = exhibitions
         self.custom_requests = custom_requests
-        # entity -> {id: kind} of the records generated invalid on purpose.
-        self.invalid_kinds: dict[str, dict[int, str]] = {
+        # entity -> {id as served: kind} of the records generated invalid on purpose.
+        self.invalid_kinds: dict[str, dict[int | float, str]] = {
             entity: dict((invalid_kinds or {}).get(entity, {})) for entity in RECORD_ENTITIES
         }
         self.lock = threading.RLock()
@@ -89,8 +89,11 @@ class SiteData:
     # -- reading --
 
     @property
-    def invalid_ids(self) -> dict[str, set[int]]:
-        """entity -> ids of the records generated invalid (they must end up in rejects)."""
+    def invalid_ids(self) -> dict[str, set[int | float]]:
+        """entity -> ids of the records generated invalid (they must end up in rejects).
+
+        An id is as served: a float (12.5) for a record whose id is the thing broken.
+        """
         return {entity: set(kinds) for entity, kinds in self.invalid_kinds.items()}
 
     @property
@@ -177,7 +180,8 @@ class SiteData:
                 raise ValueError("use set_setting(key, value) for settings")
             record_id = fields.pop("id", None)
             if record_id is None:
-                record_id = (records[-1]["id"] + 1) if records else 1
+                # int(): the last record may have been given a non-integer id on purpose.
+                record_id = (int(records[-1]["id"]) + 1) if records else 1
             if not isinstance(record_id, int) or isinstance(record_id, bool):
                 raise ValueError(f"{entity} id must be an integer, got {record_id!r}")
             position = bisect.bisect_left(records, record_id, key=_record_id)
@@ -219,7 +223,7 @@ class SiteData:
         with self.lock:
             record_id = fields.pop("id", None)
             if record_id is None:
-                record_id = (self.paintings[-1]["id"] + 1) if self.paintings else 1
+                record_id = (int(self.paintings[-1]["id"]) + 1) if self.paintings else 1
             defaults: dict[str, Any] = {
                 "name": f"Nouvelle œuvre n°{record_id}",
                 "price": 800.0,

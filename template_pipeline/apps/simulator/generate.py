@@ -5,8 +5,7 @@ key: string seeds are hashed with SHA-512, so they do not depend on ``PYTHONHASH
 enough for benchmark sites of a few hundred thousand records: one pass per entity, no per-record
 objects besides the dicts that are served.
 
-A share of the records (``invalid_ratio``) is made invalid, each breaking one rule of the
-pipeline's validation; their ids and kinds are recorded so tests can find them among the rejects.
+A share of the records (``invalid_ratio``) is then made invalid (:mod:`.invalid`).
 """
 
 from __future__ import annotations
@@ -38,30 +37,12 @@ from template_pipeline.apps.simulator.vocabulary import (
     ascii_slug,
 )
 
-# Kinds of invalid records, per entity; generation cycles through them. Each one breaks a rule
-# of template_pipeline.domain.models (required field, no negative money or count, no NUL character,
-# user emails and roles), so every invalid record must end up among the rejects. Order and
-# custom-request emails are display text there, hence not broken here.
-INVALID_KINDS: dict[str, tuple[str, ...]] = {
-    "paintings": (
-        "negative_price",
-        "missing_name",
-        "empty_name",
-        "nul_in_name",
-        "negative_quantity",
-    ),
-    "users": ("bad_email", "empty_name", "nul_in_name", "unknown_role"),
-    "orders": ("negative_item_price", "missing_total_price", "nul_in_customer_name"),
-    "exhibitions": ("missing_title", "nul_in_title"),
-    "custom_requests": ("negative_budget", "nul_in_message"),
-}
-
 
 def iso_utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _site_rng(site: SimSite, entity: str) -> random.Random:
+def site_rng(site: SimSite, entity: str) -> random.Random:
     # One stream per entity: growing one entity does not reshuffle the others.
     return random.Random(f"template-simulator:{site.seed}:{site.key}:{entity}")
 
@@ -96,7 +77,7 @@ class _Picker:
         return f"{day} {clock}" if rnd() < 0.6 else f"{day}T{clock}Z"
 
 
-def _money(value: Decimal, as_text: bool) -> str | float:
+def money(value: Decimal, as_text: bool) -> str | float:
     value = value.quantize(CENT)
     return f"{value:.2f}" if as_text else float(value)
 
@@ -113,7 +94,7 @@ def to_decimal(value: Any) -> Decimal | None:
 
 
 def gen_settings(site: SimSite) -> list[dict[str, Any]]:
-    rng = _site_rng(site, "settings")
+    rng = site_rng(site, "settings")
     slug = ascii_slug(site.display_name) or "site"
     values: list[tuple[str, Any]] = [
         ("site_name", site.display_name),
@@ -135,7 +116,7 @@ def gen_settings(site: SimSite) -> list[dict[str, Any]]:
 
 
 def gen_paintings(site: SimSite, site_name: str) -> list[dict[str, Any]]:
-    rnd = _site_rng(site, "paintings").random
+    rnd = site_rng(site, "paintings").random
     titles, prices, statuses = TITLES, PRICES, PAINTING_STATUSES
     categories, techniques, dimensions = CATEGORIES, TECHNIQUES, DIMENSIONS
     records = []
@@ -147,8 +128,8 @@ def gen_paintings(site: SimSite, site_name: str) -> list[dict[str, Any]]:
             "name": titles[int(rnd() * len(titles))],
             "price": f"{price:.2f}" if rnd() < 0.4 else price,
         }
-        if rnd() >= 0.05:
-            record["category"] = categories[int(rnd() * len(categories))]
+        # Required by the Dashboard: every valid painting has one.
+        record["category"] = categories[int(rnd() * len(categories))]
         if rnd() >= 0.05:
             record["technique"] = techniques[int(rnd() * len(techniques))]
         year = 1975 + int(rnd() * 51)
@@ -188,7 +169,7 @@ def _person(r: _Picker, seen: dict[str, int] | None) -> tuple[str, str]:
 
 
 def gen_users(site: SimSite, site_name: str) -> list[dict[str, Any]]:
-    r = _Picker(_site_rng(site, "users"))
+    r = _Picker(site_rng(site, "users"))
     seen: dict[str, int] = {}
     records = []
     for uid in range(1, site.users + 1):
@@ -224,7 +205,7 @@ def order_total(items: list[dict[str, Any]]) -> Decimal:
 def gen_orders(
     site: SimSite, site_name: str, paintings: list[dict[str, Any]], valid_painting_rows: list[int]
 ) -> list[dict[str, Any]]:
-    r = _Picker(_site_rng(site, "orders"))
+    r = _Picker(site_rng(site, "orders"))
     rnd = r.random
     # Item fields of each orderable painting, prices as floats: every price is a multiple of
     # 0.5, so float sums are exact and the total is the Decimal sum too.
@@ -268,7 +249,7 @@ def gen_orders(
 
 
 def gen_exhibitions(site: SimSite) -> list[dict[str, Any]]:
-    r = _Picker(_site_rng(site, "exhibitions"))
+    r = _Picker(site_rng(site, "exhibitions"))
     records = []
     for eid in range(1, site.exhibitions + 1):
         start = date(2024, 1, 1) + timedelta(days=r.below(700))
@@ -287,7 +268,7 @@ def gen_exhibitions(site: SimSite) -> list[dict[str, Any]]:
 
 
 def gen_custom_requests(site: SimSite) -> list[dict[str, Any]]:
-    r = _Picker(_site_rng(site, "custom_requests"))
+    r = _Picker(site_rng(site, "custom_requests"))
     records = []
     for rid in range(1, site.custom_requests + 1):
         name, email = _person(r, None)
@@ -303,79 +284,3 @@ def gen_custom_requests(site: SimSite) -> list[dict[str, Any]]:
         record["created_at"] = r.timestamp()
         records.append(record)
     return records
-
-
-def _negate(value: Any) -> Any:
-    number = to_decimal(value)
-    if number is None:
-        return -1.0
-    negative = -abs(number) if number else Decimal("-1")
-    return f"{negative:.2f}" if isinstance(value, str) else float(negative)
-
-
-def _insert_nul(text: Any) -> str:
-    text = str(text or "x")
-    cut = max(1, len(text) // 2)
-    return text[:cut] + "\x00" + text[cut:]
-
-
-def _corrupt(entity: str, kind: str, record: dict[str, Any]) -> None:
-    if kind == "negative_price":
-        record["price"] = _negate(record.get("price"))
-    elif kind == "missing_name":
-        record.pop("name", None)
-    elif kind == "empty_name":
-        record["name"] = ""
-    elif kind == "nul_in_name":
-        record["name"] = _insert_nul(record.get("name"))
-    elif kind == "negative_quantity":
-        record["quantity"] = -1
-    elif kind == "bad_email":
-        # No "@": wrong under any email rule, however lenient.
-        record["email"] = str(record.get("email", "x@example.fr")).replace("@", ".")
-    elif kind == "unknown_role":
-        record["role"] = "superadmin"
-    elif kind == "negative_item_price":
-        items = record["items"]
-        items[0]["price"] = _negate(items[0]["price"])
-        # Keep the total arithmetic right: only the item price is wrong.
-        record["total_price"] = _money(
-            order_total(items), as_text=isinstance(record["total_price"], str)
-        )
-    elif kind == "missing_total_price":
-        record.pop("total_price", None)
-    elif kind == "nul_in_customer_name":
-        record["customer_name"] = _insert_nul(record.get("customer_name"))
-    elif kind == "missing_title":
-        record.pop("title", None)
-    elif kind == "nul_in_title":
-        record["title"] = _insert_nul(record.get("title"))
-    elif kind == "negative_budget":
-        record["budget"] = _negate(record.get("budget", 500.0))
-    elif kind == "nul_in_message":
-        record["message"] = _insert_nul(record.get("message"))
-    else:  # pragma: no cover - INVALID_KINDS and this function are kept together
-        raise ValueError(f"unknown invalid kind {kind!r} for {entity}")
-
-
-def _invalid_count(n: int, ratio: float) -> int:
-    if n == 0 or ratio <= 0:
-        return 0
-    # At least one as soon as the ratio is positive: small demo sites must show a reject.
-    return min(n, max(1, round(n * ratio)))
-
-
-def make_invalid(site: SimSite, entity: str, records: list[dict[str, Any]]) -> dict[int, str]:
-    rng = _site_rng(site, f"{entity}:invalid")
-    rows = sorted(rng.sample(range(len(records)), _invalid_count(len(records), site.invalid_ratio)))
-    kinds = INVALID_KINDS[entity]
-    offset = rng.randrange(len(kinds))
-    chosen: dict[int, str] = {}
-    for j, row in enumerate(rows):
-        kind = kinds[(j + offset) % len(kinds)]
-        record = records[row]
-        if kind == "negative_item_price" and not record["items"]:
-            kind = "missing_total_price"  # an order without items has no item price to break
-        _corrupt(entity, kind, record)
-        chosen[record["id"]] = kind
-    return chosen

@@ -66,7 +66,7 @@ def evaluate_order_totals(
     first = conn.execute(
         sa.select(per_order.c.template_id, per_order.c.total_price, per_order.c.items_total)
         .where(mismatch)
-        .order_by(sa.func.length(per_order.c.template_id), per_order.c.template_id)
+        .order_by(per_order.c.template_id)
         .limit(settings.max_listed)
     ).all()
     metadata["first_mismatches"] = md_table(
@@ -148,7 +148,7 @@ def evaluate_items_reference_paintings(
             .select_from(_ITEMS_JOINED)
             .where(items.c.site == target.site, items.c.deleted_at.is_(None), _UNKNOWN)
             .group_by(items.c.painting_id)
-            .order_by(sa.func.length(items.c.painting_id), items.c.painting_id)
+            .order_by(items.c.painting_id)
             .limit(settings.max_listed)
         )
         .scalars()
@@ -159,7 +159,7 @@ def evaluate_items_reference_paintings(
         False,
         f"{n_unknown} order item(s) of site {target.site!r} reference paintings the site does "
         f"not serve ({metadata['painting_of_another_site']} of them exist on another site); "
-        f"first: {', '.join(first)}",
+        f"first: {', '.join(str(painting_id) for painting_id in first)}",
         metadata,
         dg.AssetCheckSeverity.WARN,
     )

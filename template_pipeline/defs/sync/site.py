@@ -30,7 +30,7 @@ from template_pipeline.store.locks import site_lock
 from template_pipeline.store.pool import pool_for
 from template_pipeline.store.reads import live_hashes
 from template_pipeline.store.results import MassDeleteRefusedError
-from template_pipeline.store.schema import ensure_schema
+from template_pipeline.store.schema_version import require_current
 from template_pipeline.store.writer import (
     derive_order_items,
     order_items_current,
@@ -61,7 +61,7 @@ def sync_site(site: Site, settings: SyncSettings) -> SiteReport:
     started = time.perf_counter()
     report = SiteReport(site=site.key)
     try:
-        ensure_schema(settings.database_url)
+        require_current(settings.database_url)
         with (
             pool_for(settings.database_url).connection() as conn,
             site_lock(conn, site.key, wait_s=settings.lock_wait_s),

@@ -16,6 +16,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+# Messages of the rules the field types apply themselves (``{got}``: the offending value).
+ID_NOT_AN_INTEGER = "not an integer (got {got})"
+ID_OUT_OF_RANGE = "out of range for a 64-bit integer (got {got})"
+REQUIRED_NOT_A_ZERO_DATE = "required (got the zero date {got})"
+
 _NUL = "\x00"
 _UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
 _MAX_REASON_PARTS = 5

@@ -13,6 +13,12 @@ Decisions that shape the rows:
   reading that does not depend on where the pipeline runs nor shift across DST. Aware timestamps
   are converted to UTC. The MySQL "zero date" (``0000-00-00``) means "no date" and becomes
   ``None``.
+- What is required, and the defaults, are the Dashboard's specification (DESIGN.md): a painting
+  needs ``id``, ``name``, ``price``, ``category`` and ``image``, and without ``quantity`` or
+  ``status`` (absent, null or blank) it is one piece, ``Disponible``; a user needs ``id``,
+  ``name`` and ``email``; an order needs ``id``, ``customer_name``, ``email``, ``total_price``
+  and ``order_date``. Ids are integers (see :mod:`.fields`), an order item's ``painting_id``
+  too when it has one.
 - ``role`` is matched case-insensitively (``"Admin"`` is ``"admin"``), blank means ``"user"``
   (the Template default), and any other role is rejected: mapping an unknown role to ``"user"``
   could hide a privilege change, mapping it to ``"admin"`` would grant one.
@@ -30,32 +36,34 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from template_pipeline.domain.models.fields import (
-    Count,
     Money,
     OptionalCount,
     OptionalDate,
     OptionalDateTime,
-    OptionalEmail,
     OptionalInt,
     OptionalMoney,
+    OptionalTemplateId,
     OptionalText,
+    PaintingStatus,
+    QuantityOrOne,
+    RequiredDateTime,
+    RequiredEmail,
     RequiredText,
     Revenue,
     Role,
     TemplateId,
     aliases,
-    item_quantity,
     items_list,
 )
 from template_pipeline.domain.models.rows import RowContext, RowError, cents, utc
-from template_pipeline.domain.vocabulary import MASKED
+from template_pipeline.domain.vocabulary import DEFAULT_PAINTING_STATUS, MASKED
 
 
 class TemplateRecord(BaseModel):
     """Base of every Template record: unknown fields are kept, text is stripped.
 
-    ``coerce_numbers_to_str`` because ids and labels arrive as numbers from some sites
-    (``"id": 12``) and as text from others.
+    ``coerce_numbers_to_str`` because labels arrive as numbers from some sites (``"name": 12``)
+    and as text from others (ids have their own integer type).
     """
 
     model_config = ConfigDict(
@@ -66,17 +74,17 @@ class TemplateRecord(BaseModel):
 
 
 class Painting(TemplateRecord):
-    """A painting; ``id``, ``name`` and ``price`` are required."""
+    """A painting; ``id``, ``name``, ``price``, ``category`` and ``image`` are required."""
 
     id: TemplateId
     name: RequiredText
     price: Money
-    category: OptionalText = None
+    category: RequiredText
     technique: OptionalText = None
     year: OptionalInt = None
-    quantity: OptionalCount = None
-    status: OptionalText = None
-    image: OptionalText = None
+    quantity: QuantityOrOne = 1
+    status: PaintingStatus = DEFAULT_PAINTING_STATUS
+    image: RequiredText
     display_order: OptionalInt = None
     site_name: OptionalText = None
 
@@ -96,7 +104,7 @@ class Painting(TemplateRecord):
             "quantity": self.quantity,
             "status": self.status,
             "image": image,
-            "image_url": ctx.image_url(image) if image else None,
+            "image_url": ctx.image_url(image),
             "display_order": self.display_order,
             "site_name": self.site_name,
             "extra": extra or {},
@@ -104,11 +112,11 @@ class Painting(TemplateRecord):
 
 
 class User(TemplateRecord):
-    """A site user; ``id`` and ``name`` are required, ``email`` is checked when present."""
+    """A site user; ``id``, ``name`` and ``email`` (their login, format checked) are required."""
 
     id: TemplateId
     name: RequiredText
-    email: OptionalEmail = None
+    email: RequiredEmail
     create_date: OptionalDateTime = aliases("create_date", "created_at")
     role: Role = "user"
     site_name: OptionalText = None
@@ -132,11 +140,11 @@ class User(TemplateRecord):
 class OrderItem(TemplateRecord):
     """One line of an order; ``price`` is required, a missing quantity means one piece."""
 
-    painting_id: OptionalText = None
+    painting_id: OptionalTemplateId = None
     name: OptionalText = None
     image: OptionalText = None
     price: Money
-    quantity: Annotated[Count, BeforeValidator(item_quantity)] = 1
+    quantity: QuantityOrOne = 1
 
     def item_json(self, ctx: RowContext) -> dict[str, Any]:
         """The item as stored in ``template_orders.items`` (money as text, like the sites)."""
@@ -154,13 +162,14 @@ class OrderItem(TemplateRecord):
 
 
 class Order(TemplateRecord):
-    """An order; ``id`` and ``total_price`` are required, ``items`` may be JSON text."""
+    """An order; ``id``, ``customer_name``, ``email``, ``total_price`` and ``order_date`` are
+    required, ``items`` may be JSON text. The email is display text (not format checked)."""
 
     id: TemplateId
-    customer_name: OptionalText = None
-    email: OptionalText = None
+    customer_name: RequiredText
+    email: RequiredText
     total_price: Money = Field(validation_alias=AliasChoices("total_price", "total"))
-    order_date: OptionalDateTime = aliases("order_date", "created_at")
+    order_date: RequiredDateTime = aliases("order_date", "created_at", required=True)
     status: OptionalText = None
     items: Annotated[list[OrderItem], BeforeValidator(items_list)] = Field(default_factory=list)
     site_name: OptionalText = None
