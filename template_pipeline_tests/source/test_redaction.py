@@ -162,3 +162,29 @@ def test_the_cli_installs_the_filter_for_verbose_output(server, tmp_path, monkey
     main(["-v", "health"])
     assert caplog.records
     assert_key_free(caplog.text)
+
+
+def test_a_thousand_keys_are_each_redacted_in_every_form():
+    keys = [f"sk-fleet-{i:04d}/{i * 7919 % 10007:05d}+k" for i in range(1000)]
+    redactor = Redactor(keys)
+    grown = Redactor()
+    for key in keys:
+        grown = grown.with_secret(key)
+    for key in (keys[0], keys[537], keys[-1]):
+        for form in forms(key):
+            text = f"GET /api?key={form} failed"
+            assert redactor.redact(text) == f"GET /api?key={REDACTED} failed", form
+            assert grown.contains(text) and grown.redact(text) == redactor.redact(text)
+    assert not redactor.contains("a log line without any key, sk-fleet-0001 alone")
+
+
+def test_a_key_containing_another_is_replaced_whole():
+    short, long = "abcd-1234", "abcd-1234-and-more"
+    many = [short, long, *(f"other-key-{i}" for i in range(20))]
+    for redactor in (Redactor([short, long]), Redactor(many)):
+        assert redactor.redact(f"<{long}> <{short}>") == f"<{REDACTED}> <{REDACTED}>"
+
+
+def test_a_key_that_is_not_ascii_is_still_found_among_many():
+    keys = ["clé-İstanbul-9", *(f"other-key-{i}" for i in range(20))]
+    assert Redactor(keys).redact("the key clé-İstanbul-9 leaked") == f"the key {REDACTED} leaked"
