@@ -8,7 +8,7 @@ CLI := $(VENV)/bin/template-pipeline
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-e2e test-browser browser-deps validate dev lint format bench-site bench-nightly clean-local
+.PHONY: install demo test test-e2e test-browser browser-deps validate dev lint format bench-site bench-nightly bench-cli-sync clean-local
 
 # `sudo` only where we are not root already (CI machines run as root).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -68,6 +68,9 @@ bench-site: install
 
 bench-nightly: install
 	$(PY) benchmarks/bench_nightly.py $(BENCH_ARGS)
+
+bench-cli-sync: install
+	$(PY) benchmarks/bench_cli_sync.py $(BENCH_ARGS)
 
 ## Stop the embedded PostgreSQL and forget the demo state.
 clean-local: install

@@ -438,3 +438,23 @@ def test_bench_nightly_runs_through_the_daemon_at_toy_size(postgres_server_url, 
     assert figures["cpu"]["total_s"] > 0
     assert figures["cpu"]["by_kind_s"].get("run worker", 0) > 0
     assert _leftover_bench_databases(postgres_server_url, figures["_pid"]) == []
+
+
+@pytest.mark.slow
+def test_bench_cli_sync_runs_the_command_twice_at_toy_size(postgres_server_url, tmp_path):
+    figures = _run_benchmark(
+        "bench_cli_sync.py", ["--sites", "3", "--sites-per-run", "2"], postgres_server_url, tmp_path
+    )
+
+    first, resync = figures["first_sync"], figures["resync"]
+    assert first["exit_code"] == resync["exit_code"] == 1  # the refused site, each time
+    assert sorted(first["audit"]["ok"]) == sorted(
+        key for key in ("site-0001", "site-0002", "site-0003") if key != figures["refused_site"]
+    )
+    assert first["audit"]["written"]["inserted"] > 0
+    assert resync["audit"]["written"] == dict.fromkeys(
+        ("inserted", "updated", "deleted", "restored"), 0
+    )
+    assert resync["audit"]["unchanged"] == first["audit"]["written"]["inserted"]
+    assert first["cpu_s"] > 0 and first["wall_s"] > 0
+    assert _leftover_bench_databases(postgres_server_url, figures["_pid"]) == []
