@@ -501,3 +501,20 @@ def test_simulate_writes_a_sites_file_it_then_serves(tmp_path):
             process.kill()
             process.wait(timeout=5)
     assert process.returncode is not None
+
+
+@pytest.mark.slow
+def test_a_sync_never_imports_pandas(first_sync, setup):
+    # pandas costs a run process 0.3-0.9 CPU-s to import; the sync path builds order lines in
+    # SQL and needs no DataFrame. Python's own import log of a whole sync names every module.
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "template_pipeline.cli", "sync", "-q"],
+        env={**os.environ, **setup.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]  # the refused site
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "template_pipeline.defs.sync.site" in imported  # the log is the sync's
+    assert not {name for name in imported if name.split(".")[0] == "pandas"}
