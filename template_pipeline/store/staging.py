@@ -26,6 +26,8 @@ ORD = "ord"
 ORD_ID = sql.Identifier(ORD)
 # Rejects wait in memory until this many are pending (see load_stage).
 _REJECT_BUFFER = 5000
+# A stage of at least this many rows is analyzed before the merge reads it (see analyze_stage).
+ANALYZE_MIN_ROWS = 500
 
 
 def create_stage(cur: psycopg.Cursor, spec: TableSpec) -> None:
@@ -50,6 +52,21 @@ def create_stage(cur: psycopg.Cursor, spec: TableSpec) -> None:
 def stage_columns(spec: TableSpec) -> tuple[str, ...]:
     """The columns a staged row carries besides its ordinal: the data, and its content hash."""
     return (*spec.data_columns, "content_hash") if spec.hashed else spec.data_columns
+
+
+def analyze_stage(cur: psycopg.Cursor, rows: int) -> bool:
+    """Give the planner the staging table's statistics before the merge joins it; True if done.
+
+    Autovacuum never analyzes a temporary table, and a table never analyzed is planned with
+    default selectivities: right after a load of 40k order lines the soft-delete anti-join
+    (``UPDATE ... NOT EXISTS``) ran as a nested loop for minutes instead of a hash join in
+    0.2 s. ANALYZE samples at most 30k rows, tens of milliseconds; a small stage is planned
+    well enough without it.
+    """
+    if rows < ANALYZE_MIN_ROWS:
+        return False
+    cur.execute(sql.SQL("ANALYZE {stage}").format(stage=STAGE))
+    return True
 
 
 def drop_superseded(cur: psycopg.Cursor, losers: Sequence[int]) -> int:
