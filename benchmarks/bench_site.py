@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -121,11 +122,15 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
         instance, args.site, list(ALL_ENTITIES), args.database_url, trigger="benchmark"
     )
     run_s = time.perf_counter() - run_started
+    cpu_s = time.process_time() - cpu
     steps = _step_durations(instance, outcome.run_id) if outcome.run_id else {}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "import_s": imported - started,
         "run_s": run_s,
-        "cpu_s": time.process_time() - cpu,
+        "cpu_s": cpu_s,
+        # The validation worker process (domain.offload), once it has ended.
+        "worker_cpu_s": children.ru_utime + children.ru_stime,
         "run_id": outcome.run_id,
         "success": outcome.success,
         "errors": outcome.errors,
@@ -729,18 +734,31 @@ def _fetch_targets(figures: dict[str, Any], records_fetched: int) -> list[list[s
         )
         met = ratio >= TARGET_FETCH_RATE_RATIO
         target = f">= {TARGET_FETCH_RATE_RATIO}x"
-        rows.append(["first sync rate / fetch rate (records/s)", f"{ratio:.2f}x", target,
-                     common.verdict(met)])  # fmt: skip
+        rows.append(
+            [
+                "first sync rate / fetch rate (records/s)",
+                f"{ratio:.2f}x",
+                target,
+                common.verdict(met),
+            ]
+        )
     if again:
         ratio = second["run_s"] / again["seconds"]
         met = ratio <= TARGET_UNCHANGED_RATIO
         target = f"<= {TARGET_UNCHANGED_RATIO}x"
-        rows.append(["unchanged re-sync time / fetch time", f"{ratio:.2f}x", target,
-                     common.verdict(met)])  # fmt: skip
+        rows.append(
+            ["unchanged re-sync time / fetch time", f"{ratio:.2f}x", target, common.verdict(met)]
+        )
     if figures.get("fetch_validate"):
         ratio = second["run_s"] / figures["fetch_validate"]["seconds"]
-        rows.append(["unchanged re-sync time / fetch+validate time", f"{ratio:.2f}x", "-",
-                     common.verdict(None)])  # fmt: skip
+        rows.append(
+            [
+                "unchanged re-sync time / fetch+validate time",
+                f"{ratio:.2f}x",
+                "-",
+                common.verdict(None),
+            ]
+        )
     return rows
 
 
@@ -754,8 +772,14 @@ def _changed_targets(figures: dict[str, Any]) -> list[list[str]]:
             continue
         ratio = figures[changed]["run_s"] / figures[first]["run_s"]
         met = ratio <= TARGET_CHANGED_RATIO and figures[changed]["success"]
-        rows.append([f"changed re-sync time / first sync time ({label})", f"{ratio:.2f}x",
-                     f"<= {TARGET_CHANGED_RATIO}x", common.verdict(met)])  # fmt: skip
+        rows.append(
+            [
+                f"changed re-sync time / first sync time ({label})",
+                f"{ratio:.2f}x",
+                f"<= {TARGET_CHANGED_RATIO}x",
+                common.verdict(met),
+            ]
+        )
     return rows
 
 
@@ -779,8 +803,13 @@ def _changed_lines(figures: dict[str, Any]) -> list[str]:
 
 
 def _all_syncs(figures: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    keys = ("sync_empty", "sync_unchanged", "sync_empty_noautovacuum", "sync_changed",
-            "sync_changed_noautovacuum")  # fmt: skip
+    keys = (
+        "sync_empty",
+        "sync_unchanged",
+        "sync_empty_noautovacuum",
+        "sync_changed",
+        "sync_changed_noautovacuum",
+    )
     return [(key, figures[key]) for key in keys if key in figures]
 
 

@@ -182,9 +182,16 @@ def analyze_after_write(conn: psycopg.Connection, spec: TableSpec, result: SyncR
     written = result.inserted + result.updated + result.deleted + result.restored
     if written < ANALYZE_MIN_WRITTEN or written < ANALYZE_MIN_FRACTION * result.live_rows:
         return False
+    # The columns the merges filter and join on: a fraction of a full ANALYZE's time (the
+    # daemon's autoanalyze, when it runs, covers the others).
+    columns = ("site", *spec.keys, *(("deleted_at",) if spec.mode == "merge" else ()))
     try:
         conn.execute("SET LOCAL lock_timeout = '200ms'")
-        conn.execute(sql.SQL("ANALYZE {table}").format(table=sql.Identifier(spec.name)))
+        conn.execute(
+            sql.SQL("ANALYZE {table} ({cols})").format(
+                table=sql.Identifier(spec.name), cols=idents(columns)
+            )
+        )
         conn.commit()
     except psycopg.Error as exc:
         logger.debug("ANALYZE %s skipped: %s", spec.name, exc)

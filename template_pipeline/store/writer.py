@@ -113,7 +113,7 @@ def derive_order_items(
         cur = conn.cursor()
         lines = stage_order_items(cur, site)
         result.fetched = result.valid = lines
-        analyze_stage(cur, lines)
+        analyze_stage(cur, lines, spec.keys)
         site_table_lock(cur, spec.name, site)
         merge_stage(cur, spec, site, result, run_id, guard)
 
@@ -263,7 +263,7 @@ def _write(
     cur = conn.cursor()
     create_stage(cur, spec)
     staged = load_stage(cur, spec, snapshot, result, run_id)
-    analyze_stage(cur, result.valid)
+    analyze_stage(cur, result.valid, spec.keys)
     changes = snapshot.changes
     if changes is not None:
         # The records let off as unchanged were received and are valid, as they were.

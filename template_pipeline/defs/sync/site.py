@@ -27,6 +27,7 @@ from template_pipeline.domain.sites import Site
 from template_pipeline.source import ClientSettings, TemplateClient, client_for
 from template_pipeline.store import db
 from template_pipeline.store.locks import site_lock
+from template_pipeline.store.offload import OFFLOAD_MIN_RECORDS, ValidationPool
 from template_pipeline.store.pool import pool_for
 from template_pipeline.store.reads import live_hashes
 from template_pipeline.store.results import MassDeleteRefusedError
@@ -53,6 +54,8 @@ class SyncSettings:
     min_rows_for_guard: int = 10
     full_max_records: int = 2000
     lock_wait_s: float = 600.0
+    # Endpoints announcing this many records are validated in a worker process (0: never).
+    offload_min_records: int = OFFLOAD_MIN_RECORDS
     notes: list[str] = field(default_factory=list)
 
 
@@ -102,27 +105,53 @@ def _fetch_and_write(
     report.fetch_mode = "full" if export.full is not None else "endpoints"
     if "stats" in settings.entities:
         _write_stats(site, settings, conn, report, export)
-    for entity in NAMES:
-        spec = BY_NAME[entity]
-        if entity not in settings.entities or not spec.has_records:
-            continue
-        try:
-            known = live_hashes(conn, entity, site.key)
-            conn.commit()  # not left inside a transaction while the pages are fetched
-            snapshot = fetching.entity_snapshot(
-                site.key,
-                entity,
-                fetching.entity_pages(client, entity, export),
-                base_url=client.base_url,
-                known=known,
-            )
-            report.outcome(entity).result = write_snapshot(
-                settings.database_url, snapshot, conn=conn, **_write_options(settings)
-            )
-        except Exception as exc:
-            if _fail(report, entity, exc).site_wide:
-                _fail_rest(report, settings.entities - {"order_items"}, exc)
-                return
+    records = [e for e in NAMES if e in settings.entities and BY_NAME[e].has_records]
+    offloaded = {e for e in records if export.offloaded(e, settings.offload_min_records)}
+    with ValidationPool() as pool:
+        for entity in records:
+            try:
+                _write_entity(
+                    client,
+                    site,
+                    settings,
+                    conn,
+                    report,
+                    export,
+                    entity,
+                    pool if entity in offloaded else None,
+                )
+            except Exception as exc:
+                if _fail(report, entity, exc).site_wide:
+                    _fail_rest(report, settings.entities - {"order_items"}, exc)
+                    return
+
+
+def _write_entity(
+    client: TemplateClient,
+    site: Site,
+    settings: SyncSettings,
+    conn: psycopg.Connection,
+    report: SiteReport,
+    export: fetching.SiteExport,
+    entity: str,
+    pool: ValidationPool | None,
+) -> None:
+    known = live_hashes(conn, entity, site.key)
+    conn.commit()  # not left inside a transaction while the pages are fetched
+    announced = export.announced(entity) or 0
+    if pool is not None and announced - len(known.hashes) >= settings.offload_min_records:
+        pool.start()  # mostly new records: its start overlaps with the first requests
+    snapshot = fetching.entity_snapshot(
+        site.key,
+        entity,
+        fetching.entity_pages(client, entity, export),
+        base_url=client.base_url,
+        known=known,
+        pool=pool,
+    )
+    report.outcome(entity).result = write_snapshot(
+        settings.database_url, snapshot, conn=conn, **_write_options(settings)
+    )
 
 
 def _write_stats(

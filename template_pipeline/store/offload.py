@@ -1,0 +1,153 @@
+"""Validation in a second process: the second core for the pages of a large endpoint.
+
+A large site's sync is bound by one Python thread: pydantic validation is about half of its CPU,
+and the GIL keeps the fetch thread, the hashing and the COPY formatting on the same core. A
+:class:`ValidationPool` validates pages in one worker process (``spawn``: nothing of the parent's
+threads, connections or Dagster state is inherited), a few pages ahead, while the caller keeps
+fetching, hashing and copying the previous ones. The batches come back in page order, so the
+rows are staged exactly as without it (the ordinals, "the later duplicate wins" and the counts
+are the same).
+
+A worker costs its start (about half a second of CPU, overlapped with the first requests) and a
+pickle of each page each way: it is used only for endpoints whose announced size is at least
+:data:`OFFLOAD_MIN_RECORDS`. An exception raised while validating a page reaches the caller as
+itself (the same error as in-process); a worker that dies (killed, out of memory) is a
+:class:`ValidationWorkerError` naming the site and the endpoint. Either way the caller's stream
+ends there, and the write it feeds rolls back.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from template_pipeline.domain.batches import ValidatedBatch
+from template_pipeline.domain.validation import validate_records
+from template_pipeline.store.staging import prepare_batch
+from template_pipeline.store.tables import table_spec
+
+# An endpoint announcing at least this many records is validated in the worker process.
+OFFLOAD_MIN_RECORDS = 20_000
+# A page with fewer records to validate than this is validated in the caller's process.
+OFFLOAD_MIN_PAGE = 100
+# Pages handed to the worker ahead of the one the caller is staging (memory: a few pages).
+DEPTH = 4
+
+Page = tuple[list[Any], Sequence[int | None] | None]  # records to validate, their hashes
+
+
+class ValidationWorkerError(RuntimeError):
+    """The validation worker process ended while it held pages of ``endpoint`` of ``site``."""
+
+    def __init__(self, site: str, endpoint: str, detail: str) -> None:
+        super().__init__(
+            f"site {site!r}, endpoint {endpoint!r}: the validation worker process ended "
+            f"abruptly ({detail}); nothing of this endpoint was written"
+        )
+        self.site = site
+        self.endpoint = endpoint
+
+
+def _validate(
+    entity: str,
+    records: list[Any],
+    base_url: str | None,
+    hashes: Sequence[int | None] | None,
+    site: str,
+) -> ValidatedBatch:
+    batch = validate_records(entity, records, base_url=base_url, hashes=hashes)
+    return prepare_batch(table_spec(entity), site, batch)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class ValidationPool:
+    """One worker process, started on first use (or by :meth:`start`), until :meth:`close`."""
+
+    def __init__(self, depth: int = DEPTH) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        self.depth = depth
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> ValidationPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def started(self) -> bool:
+        return self._executor is not None
+
+    def start(self) -> None:
+        """Start the worker now (its imports overlap with whatever the caller does next)."""
+        if self._executor is None:
+            context = multiprocessing.get_context("spawn")
+            self._executor = ProcessPoolExecutor(max_workers=1, mp_context=context)
+            self._executor.submit(_ready)
+
+    def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def validated(
+        self, entity: str, pages: Iterable[Page], *, base_url: str | None, site: str
+    ) -> Iterator[ValidatedBatch]:
+        """``validate_records`` of each page, in page order: in the worker for a page of at
+        least :data:`OFFLOAD_MIN_PAGE` records to validate, in this process for a smaller one
+        (a re-sync where little changed hands over only what its hashes let through)."""
+        in_flight: deque[Future[ValidatedBatch] | ValidatedBatch] = deque()
+        try:
+            for records, hashes in pages:
+                if len(records) < OFFLOAD_MIN_PAGE:
+                    batch = validate_records(entity, records, base_url=base_url, hashes=hashes)
+                    in_flight.append(batch)
+                else:
+                    in_flight.append(self._submit(entity, records, base_url, hashes, site))
+                while in_flight and (len(in_flight) >= self.depth or _done(in_flight[0])):
+                    yield _result(in_flight.popleft(), site, entity)
+            while in_flight:
+                yield _result(in_flight.popleft(), site, entity)
+        finally:
+            for future in in_flight:
+                if isinstance(future, Future):
+                    future.cancel()
+
+    def _submit(
+        self,
+        entity: str,
+        records: list[Any],
+        base_url: str | None,
+        hashes: Sequence[int | None] | None,
+        site: str,
+    ) -> Future[ValidatedBatch]:
+        self.start()
+        assert self._executor is not None
+        try:
+            return self._executor.submit(_validate, entity, records, base_url, hashes, site)
+        except BrokenProcessPool as exc:  # died between two pages
+            raise ValidationWorkerError(site, entity, str(exc) or "broken pool") from None
+
+
+def _done(item: Future[ValidatedBatch] | ValidatedBatch) -> bool:
+    return not isinstance(item, Future)
+
+
+def _result(
+    item: Future[ValidatedBatch] | ValidatedBatch, site: str, entity: str
+) -> ValidatedBatch:
+    if not isinstance(item, Future):
+        return item
+    try:
+        return item.result()
+    except BrokenProcessPool as exc:
+        raise ValidationWorkerError(site, entity, str(exc) or "broken pool") from None

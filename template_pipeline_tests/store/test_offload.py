@@ -1,0 +1,144 @@
+"""Validation in a worker process (``store.offload``) for the pages of large endpoints.
+
+Behaviour under test: a snapshot validated in the worker writes exactly what the in-process
+path writes (rows, rejects, counts, preview, content hashes), pages in order; small pages stay in
+the caller's process and never start a worker; an exception raised in the worker reaches the
+caller as the same error as in-process, and the write it fed rolls back (the table exactly as
+before, no reject of that run kept); a worker that dies is a clear error naming the site and the
+endpoint, and nothing of the endpoint is written.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from template_pipeline.apps.simulator.config import SimSite
+from template_pipeline.apps.simulator.data import generate_site_data
+from template_pipeline.defs.sync import fetching
+from template_pipeline.domain.batches import EntitySnapshot
+from template_pipeline.domain.changes import KnownRows, int_key
+from template_pipeline.domain.validation import validate_records
+from template_pipeline.store import offload
+from template_pipeline.store.offload import ValidationPool, ValidationWorkerError
+from template_pipeline.store.writer import write_snapshot
+from template_pipeline_tests.fixtures.helpers import query
+from template_pipeline_tests.fixtures.snapshots import table_rows
+
+BASE_URL = "https://atelier.example/"
+
+
+def _pages(count: int, size: int) -> list[list[dict[str, Any]]]:
+    data = generate_site_data(SimSite(key="offload", api_key="k", seed=5, paintings=count))
+    records = [dict(record) for record in data.records("paintings")]
+    return [records[i : i + size] for i in range(0, len(records), size)]
+
+
+def _comparable(url: str, site: str) -> dict[str, dict]:
+    drop = {"xmin", "site", "first_seen_at", "updated_at", "synced_at", "last_run_id"}
+    return {
+        key: {k: v for k, v in row.items() if k not in drop}
+        for key, row in table_rows(url, site).items()
+    }
+
+
+def _rejects(url: str, site: str) -> list[tuple]:
+    rows = query(
+        url,
+        "SELECT template_id, reason FROM template_rejects WHERE site = %s ORDER BY id",
+        site,
+    )
+    return [(row["template_id"], row["reason"]) for row in rows]
+
+
+def _write(url: str, site: str, pages, pool: ValidationPool | None):
+    snapshot = fetching.entity_snapshot(
+        site,
+        "paintings",
+        iter(pages),
+        base_url=BASE_URL,
+        known=KnownRows(hashes={}, normalise=int_key),
+        pool=pool,
+    )
+    return write_snapshot(url, snapshot, run_id=f"run-{site}")
+
+
+def test_a_snapshot_validated_in_the_worker_writes_what_the_in_process_path_writes(url, site):
+    # Two pages of 150 go to the worker, the last one (30 records) stays in this process.
+    pages = _pages(330, 150)
+    local = _write(url, f"{site}-local", pages, None)
+    with ValidationPool() as pool:
+        remote = _write(url, f"{site}-worker", pages, pool)
+        assert pool.started
+
+    assert remote.counts() == local.counts()
+    assert remote.preview == local.preview and remote.new_fields == local.new_fields
+    assert local.rejected > 0 and local.inserted > 0
+    assert _comparable(url, f"{site}-worker") == _comparable(url, f"{site}-local")
+    assert _rejects(url, f"{site}-worker") == _rejects(url, f"{site}-local")
+    assert len(_rejects(url, f"{site}-local")) == local.rejected
+
+
+def test_small_pages_are_validated_here_and_never_start_a_worker():
+    pages = _pages(150, offload.OFFLOAD_MIN_PAGE - 1)
+    with ValidationPool() as pool:
+        batches = list(
+            pool.validated("paintings", ((p, None) for p in pages), base_url=BASE_URL, site="s")
+        )
+        assert not pool.started
+    assert [b.fetched for b in batches] == [len(p) for p in pages]
+    assert all(b.staged is None for b in batches)
+
+
+def test_an_error_in_the_worker_is_the_same_error_as_in_process():
+    page = _pages(120, 120)[0]
+    with pytest.raises(ValueError) as in_process:
+        validate_records("stats", page)
+    with ValidationPool() as pool, pytest.raises(ValueError) as in_worker:
+        list(pool.validated("stats", [(page, None)], base_url=BASE_URL, site="s"))
+    assert str(in_worker.value) == str(in_process.value)
+    assert "unknown entity 'stats'" in str(in_worker.value)
+
+
+def _seed(url: str, site: str) -> dict[str, dict]:
+    _write(url, site, _pages(120, 120), None)
+    return _comparable(url, site)
+
+
+def test_a_page_failing_in_the_worker_leaves_the_partition_as_it_was(url, site):
+    before = _seed(url, site)
+    rejects_before = _rejects(url, site)
+    assert rejects_before  # the seed quarantined some: this run's must not join them
+    first, second = _pages(400, 200)
+    with ValidationPool() as pool:
+        # Hashes that do not match the page: the worker's validation raises on its second page.
+        batches = pool.validated(
+            "paintings", [(first, None), (second, [])], base_url=BASE_URL, site=site
+        )
+        with pytest.raises(IndexError):
+            write_snapshot(url, EntitySnapshot(site, "paintings", batches), run_id="run-fail")
+    assert _comparable(url, site) == before
+    assert _rejects(url, site) == rejects_before
+
+
+def test_a_dead_worker_is_a_clear_error_and_nothing_of_the_endpoint_is_written(url, site):
+    before = _seed(url, site)
+    pages = _pages(600, 200)
+
+    def killed_after_first_page():
+        yield pages[0], None
+        os.kill(pool._executor.submit(os.getpid).result(), signal.SIGKILL)  # type: ignore[union-attr]
+        yield from ((page, None) for page in pages[1:])
+
+    with ValidationPool(depth=1) as pool:
+        batches = pool.validated(
+            "paintings", killed_after_first_page(), base_url=BASE_URL, site=site
+        )
+        with pytest.raises(ValidationWorkerError) as failure:
+            write_snapshot(url, EntitySnapshot(site, "paintings", batches), run_id="run-dead")
+    message = str(failure.value)
+    assert repr(site) in message and "'paintings'" in message and "worker process" in message
+    assert _comparable(url, site) == before
