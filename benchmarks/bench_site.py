@@ -6,24 +6,30 @@ Run it with ``make bench-site`` (``BENCH_ARGS="--scale 5"`` for the 1M-painting 
 In one run, against one simulated site (default 200k paintings, 50k orders with their items,
 20k users) served by the simulator in its own process, each piece in a process of its own:
 
-1. ``fetch``: the endpoints read page by page through ``TemplateClient`` (the floor set by HTTP
-   and JSON decoding);
-2. ``without Dagster``: the assets' work and the IO manager's ``write_snapshot`` called
+1. ``without Dagster``: the assets' work and the IO manager's ``write_snapshot`` called
    directly, into a database of its own;
+2. ``fetch``: the endpoints read page by page through ``TemplateClient`` (the floor set by HTTP
+   and JSON decoding);
 3. ``sync (empty)``: ``template-pipeline sync``'s path (``sync.sync_site``: one
-   ``execute_in_process`` run of ``template_site_sync`` for the site, its assets, checks and the
-   Postgres IO manager) into empty tables; its process's peak RSS is the memory figure;
+   ``execute_in_process`` run of ``template_site_sync`` for the site) into empty tables; its
+   process's peak RSS is the memory figure (the validation worker's is reported beside it);
 4. ``COPY``: the same validated rows copied into bare tables (no key, no index), the database's
    own speed; then ``per-record``, the seed documentation's approach, one ``INSERT ... ON
    CONFLICT DO UPDATE`` per record on a subset of the paintings, committed per page (and per row
    on a smaller subset), its rate extrapolated to the whole site;
 5. ``fetch+validate``: the pages validated with ``validate_records`` while the next page is
-   prefetched, exactly as the assets do;
-6. ``sync (unchanged)``: the same sync again, nothing changed upstream: it must write no row.
+   prefetched (a reference), then ``fetch`` again;
+6. ``sync (unchanged)``: the same sync again, nothing changed upstream: it must write no row;
+7. ``sync (empty), autovacuum off``: the first sync into a second database whose tables have
+   ``autovacuum_enabled = off``;
+8. the simulator churns the site (10 % of each table's records changed, 5 % deleted, 5 % added,
+   ``apps.simulator.churn``), then ``sync (changed)`` on each database.
 
-The measurements a ratio compares are taken one right after the other (3 and 4, 5 and 6).
-Then it prints the figures and the ratios the targets are stated in. No absolute time is a
-target: the machines are shared and noisy, the ratios are taken within one run.
+The measurements a ratio compares are taken one right after the other (2 and 3 for the first
+sync's rate against fetching alone, 5 and 6 for the unchanged re-sync against fetching alone,
+each changed re-sync against the first sync into the same database; ``--skip-changed`` leaves
+7 and 8 out). Then it prints the figures and the ratios the targets are stated in. No absolute
+time is a target: the machines are shared and noisy, the ratios are taken within one run.
 """
 
 from __future__ import annotations
@@ -131,6 +137,7 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s": cpu_s,
         # The validation worker process (domain.offload), once it has ended.
         "worker_cpu_s": children.ru_utime + children.ru_stime,
+        "worker_peak_rss_mb": children.ru_maxrss / 1024,
         "run_id": outcome.run_id,
         "success": outcome.success,
         "errors": outcome.errors,
@@ -618,7 +625,8 @@ def summarise(figures: dict[str, Any], scale: float) -> tuple[str, list[list[str
             sync.get("cpu_s"),
             f"rows/s; {len(steps)} step(s) {sum(steps.values()):.1f} s; process "
             f"{sync['process_wall_s']:.1f} s wall (imports {sync['import_s']:.1f} s), "
-            f"peak RSS {sync['maxrss_mb']:.0f} MB",
+            f"peak RSS {sync['maxrss_mb']:.0f} MB; validation worker "
+            f"{sync.get('worker_cpu_s', 0):.1f} s CPU, {sync.get('worker_peak_rss_mb', 0):.0f} MB",
         )
     if copy:
         add(

@@ -2,16 +2,19 @@
 
 A large site's sync is bound by one Python thread: pydantic validation is about half of its CPU,
 and the GIL keeps the fetch thread, the hashing and the COPY formatting on the same core. A
-:class:`ValidationPool` validates pages in one worker process (``spawn``: nothing of the parent's
-threads, connections or Dagster state is inherited), a few pages ahead, while the caller keeps
-fetching, hashing and copying the previous ones. The batches come back in page order, so the
-rows are staged exactly as without it (the ordinals, "the later duplicate wins" and the counts
-are the same).
+:class:`ValidationPool` validates pages in one worker process (``spawn``: nothing of the
+parent's threads, connections or Dagster state is inherited), a few pages ahead, while the
+caller keeps fetching, hashing and copying; when the worker is not up yet or lags behind, the
+caller validates the page itself instead of waiting. The worker sends the rows back as the
+staging table's values (:func:`~.staging.prepare_batch`): lists of plain values unpickle several
+times faster than row dicts, and their JSON columns are encoded there. The batches come back in
+page order, so the rows are staged exactly as without it (the ordinals, "the later duplicate
+wins", the rejects, the counts and the preview are the same).
 
-A worker costs its start (about half a second of CPU, overlapped with the first requests) and a
-pickle of each page each way: it is used only for endpoints whose announced size is at least
-:data:`OFFLOAD_MIN_RECORDS`. An exception raised while validating a page reaches the caller as
-itself (the same error as in-process); a worker that dies (killed, out of memory) is a
+A worker costs its start (about half a second of CPU on the other core) and a pickle of each
+page each way: it is used only for endpoints whose stats announce at least
+:data:`OFFLOAD_MIN_RECORDS` records. An exception raised while validating a page reaches the
+caller as itself (the same error as in-process); a worker that dies (killed, out of memory) is a
 :class:`ValidationWorkerError` naming the site and the endpoint. Either way the caller's stream
 ends there, and the write it feeds rolls back.
 """
@@ -33,8 +36,9 @@ from template_pipeline.store.tables import table_spec
 
 # An endpoint announcing at least this many records is validated in the worker process.
 OFFLOAD_MIN_RECORDS = 20_000
-# A page with fewer records to validate than this is validated in the caller's process.
-OFFLOAD_MIN_PAGE = 100
+# A page with fewer records to validate than this is validated in the caller's process (a
+# re-sync's pages where nothing changed hold only the site's invalid records).
+OFFLOAD_MIN_PAGE = 10
 # Pages handed to the worker ahead of the one the caller is staging (memory: a few pages).
 DEPTH = 4
 
@@ -68,14 +72,25 @@ def _ready() -> int:
     return os.getpid()
 
 
+Pending = Future[ValidatedBatch] | ValidatedBatch
+
+
 class ValidationPool:
-    """One worker process, started on first use (or by :meth:`start`), until :meth:`close`."""
+    """One worker process, started by :meth:`start` (or on first use), until :meth:`close`.
+
+    The caller's thread never waits for the worker while it could work itself: a page goes to
+    the worker only once the worker is up and has fewer than ``depth`` pages to do; otherwise
+    it is validated in the caller's process (before the worker's start, when the worker lags
+    behind). Both cores validate, whatever their speeds. At most ``2 * depth`` pages wait to be
+    staged (bounded memory).
+    """
 
     def __init__(self, depth: int = DEPTH) -> None:
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
         self.depth = depth
         self._executor: ProcessPoolExecutor | None = None
+        self._up: Future[int] | None = None
 
     def __enter__(self) -> ValidationPool:
         return self
@@ -92,35 +107,50 @@ class ValidationPool:
         if self._executor is None:
             context = multiprocessing.get_context("spawn")
             self._executor = ProcessPoolExecutor(max_workers=1, mp_context=context)
-            self._executor.submit(_ready)
+            self._up = self._executor.submit(_ready)
+
+    def wait_ready(self, timeout: float = 60.0) -> int:
+        """Start the worker and wait until it is up; its process id."""
+        self.start()
+        assert self._up is not None
+        return self._up.result(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._up is not None and self._up.done() and self._up.exception() is None
 
     def close(self) -> None:
-        executor, self._executor = self._executor, None
+        executor, self._executor, self._up = self._executor, None, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
     def validated(
         self, entity: str, pages: Iterable[Page], *, base_url: str | None, site: str
     ) -> Iterator[ValidatedBatch]:
-        """``validate_records`` of each page, in page order: in the worker for a page of at
-        least :data:`OFFLOAD_MIN_PAGE` records to validate, in this process for a smaller one
-        (a re-sync where little changed hands over only what its hashes let through)."""
-        in_flight: deque[Future[ValidatedBatch] | ValidatedBatch] = deque()
+        """``validate_records`` of each page (in the worker or here), in page order."""
+        pending: deque[Pending] = deque()
         try:
             for records, hashes in pages:
-                if len(records) < OFFLOAD_MIN_PAGE:
-                    batch = validate_records(entity, records, base_url=base_url, hashes=hashes)
-                    in_flight.append(batch)
+                if len(records) >= OFFLOAD_MIN_PAGE and self._has_room(pending):
+                    pending.append(self._submit(entity, records, base_url, hashes, site))
                 else:
-                    in_flight.append(self._submit(entity, records, base_url, hashes, site))
-                while in_flight and (len(in_flight) >= self.depth or _done(in_flight[0])):
-                    yield _result(in_flight.popleft(), site, entity)
-            while in_flight:
-                yield _result(in_flight.popleft(), site, entity)
+                    pending.append(
+                        validate_records(entity, records, base_url=base_url, hashes=hashes)
+                    )
+                while pending and (_done(pending[0]) or len(pending) >= 2 * self.depth):
+                    yield _result(pending.popleft(), site, entity)
+            while pending:
+                yield _result(pending.popleft(), site, entity)
         finally:
-            for future in in_flight:
-                if isinstance(future, Future):
-                    future.cancel()
+            for item in pending:
+                if isinstance(item, Future):
+                    item.cancel()
+
+    def _has_room(self, pending: deque[Pending]) -> bool:
+        if not self.ready:
+            return False
+        busy = sum(1 for item in pending if isinstance(item, Future) and not item.done())
+        return busy < self.depth
 
     def _submit(
         self,
@@ -130,7 +160,6 @@ class ValidationPool:
         hashes: Sequence[int | None] | None,
         site: str,
     ) -> Future[ValidatedBatch]:
-        self.start()
         assert self._executor is not None
         try:
             return self._executor.submit(_validate, entity, records, base_url, hashes, site)
@@ -138,8 +167,8 @@ class ValidationPool:
             raise ValidationWorkerError(site, entity, str(exc) or "broken pool") from None
 
 
-def _done(item: Future[ValidatedBatch] | ValidatedBatch) -> bool:
-    return not isinstance(item, Future)
+def _done(item: Pending) -> bool:
+    return not isinstance(item, Future) or item.done()
 
 
 def _result(

@@ -67,12 +67,12 @@ def _write(url: str, site: str, pages, pool: ValidationPool | None):
 
 
 def test_a_snapshot_validated_in_the_worker_writes_what_the_in_process_path_writes(url, site):
-    # Two pages of 150 go to the worker, the last one (30 records) stays in this process.
-    pages = _pages(330, 150)
+    # Pages of 150 go to the worker (up to its depth), the others are validated here.
+    pages = _pages(1230, 150)
     local = _write(url, f"{site}-local", pages, None)
     with ValidationPool() as pool:
+        pool.wait_ready()
         remote = _write(url, f"{site}-worker", pages, pool)
-        assert pool.started
 
     assert remote.counts() == local.counts()
     assert remote.preview == local.preview and remote.new_fields == local.new_fields
@@ -82,15 +82,28 @@ def test_a_snapshot_validated_in_the_worker_writes_what_the_in_process_path_writ
     assert len(_rejects(url, f"{site}-local")) == local.rejected
 
 
-def test_small_pages_are_validated_here_and_never_start_a_worker():
-    pages = _pages(150, offload.OFFLOAD_MIN_PAGE - 1)
-    with ValidationPool() as pool:
+def test_pages_are_validated_here_until_the_worker_is_up_and_when_it_lags():
+    pages = _pages(1200, 100)
+    with ValidationPool(depth=2) as pool:
+        before = list(pool.validated("paintings", [(pages[0], None)], base_url=BASE_URL, site="s"))
+        assert not pool.started and before[0].staged is None
+        pool.wait_ready()
         batches = list(
             pool.validated("paintings", ((p, None) for p in pages), base_url=BASE_URL, site="s")
         )
-        assert not pool.started
+        tiny = list(
+            pool.validated(
+                "paintings",
+                [(pages[0][: offload.OFFLOAD_MIN_PAGE - 1], None)],
+                base_url=BASE_URL,
+                site="s",
+            )
+        )
     assert [b.fetched for b in batches] == [len(p) for p in pages]
-    assert all(b.staged is None for b in batches)
+    sent = [b for b in batches if b.staged is not None]
+    assert sent  # the worker took some pages ...
+    assert len(sent) < len(pages)  # ... and this process the ones it had no room for
+    assert tiny[0].staged is None
 
 
 def test_an_error_in_the_worker_is_the_same_error_as_in_process():
@@ -98,6 +111,7 @@ def test_an_error_in_the_worker_is_the_same_error_as_in_process():
     with pytest.raises(ValueError) as in_process:
         validate_records("stats", page)
     with ValidationPool() as pool, pytest.raises(ValueError) as in_worker:
+        pool.wait_ready()
         list(pool.validated("stats", [(page, None)], base_url=BASE_URL, site="s"))
     assert str(in_worker.value) == str(in_process.value)
     assert "unknown entity 'stats'" in str(in_worker.value)
@@ -114,6 +128,7 @@ def test_a_page_failing_in_the_worker_leaves_the_partition_as_it_was(url, site):
     assert rejects_before  # the seed quarantined some: this run's must not join them
     first, second = _pages(400, 200)
     with ValidationPool() as pool:
+        pool.wait_ready()
         # Hashes that do not match the page: the worker's validation raises on its second page.
         batches = pool.validated(
             "paintings", [(first, None), (second, [])], base_url=BASE_URL, site=site
@@ -130,10 +145,11 @@ def test_a_dead_worker_is_a_clear_error_and_nothing_of_the_endpoint_is_written(u
 
     def killed_after_first_page():
         yield pages[0], None
-        os.kill(pool._executor.submit(os.getpid).result(), signal.SIGKILL)  # type: ignore[union-attr]
+        os.kill(worker, signal.SIGKILL)
         yield from ((page, None) for page in pages[1:])
 
     with ValidationPool(depth=1) as pool:
+        worker = pool.wait_ready()
         batches = pool.validated(
             "paintings", killed_after_first_page(), base_url=BASE_URL, site=site
         )
