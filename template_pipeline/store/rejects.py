@@ -74,8 +74,7 @@ def create_reject_stage(cur: psycopg.Cursor) -> None:
     """The session's temporary table of this sync's rejects (dropped at commit or rollback)."""
     cur.execute(
         sql.SQL(
-            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
-            "SELECT {cols} FROM {rejects} WITH NO DATA"
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {rejects} WITH NO DATA"
         ).format(stage=REJECT_STAGE, cols=idents(_STAGE_COLUMNS), rejects=_REJECTS)
     )
 
