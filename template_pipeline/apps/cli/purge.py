@@ -46,7 +46,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
         days = f"{policy.dagster_runs_days} days"
         out(f"  {'dagster_runs':<16} {days:<11} {'-':<22} skipped: DAGSTER_HOME is not set")
     total = sum(p.rows for p in purged) + (runs.rows if runs is not None else 0)
-    out(f"purge: {total} row(s) {verb} in all; live entity rows are never touched")
+    went = "would go" if dry_run else "removed"
+    out(f"purge: {total} row(s) {went} in all; live entity rows are never touched")
     return EXIT_OK
 
 
