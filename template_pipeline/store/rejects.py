@@ -62,6 +62,12 @@ _RESOLVE = sql.SQL(
 ).format(rejects=_REJECTS)
 
 
+_RESOLVE_ALL = sql.SQL(
+    "UPDATE {rejects} SET resolved_at = statement_timestamp() "
+    "WHERE site = %(site)s AND entity = %(entity)s AND resolved_at IS NULL"
+).format(rejects=_REJECTS)
+
+
 @dataclass(frozen=True)
 class RejectChanges:
     """What one sync did to the site's rejects of one entity."""
@@ -99,11 +105,14 @@ def record_rejects(
     writers of one site take turns and ``clock_timestamp()`` orders them); ``staged`` says
     whether :func:`create_reject_stage` ran (a sync without rejects has no stage).
     """
+    params: dict[str, object] = {"site": site, "entity": entity, "run_id": run_id}
+    if not staged:
+        # Nothing seen: every open reject goes, in one statement.
+        cur.execute(_RESOLVE_ALL, params)
+        return RejectChanges(seen=0, resolved=cur.rowcount)
     row = cur.execute("SELECT clock_timestamp()").fetchone()
-    params = {"site": site, "entity": entity, "run_id": run_id, "at": row[0] if row else None}
-    seen = 0
-    if staged:
-        cur.execute(_UPSERT, params)
-        seen = cur.rowcount
+    params["at"] = row[0] if row else None
+    cur.execute(_UPSERT, params)
+    seen = cur.rowcount
     cur.execute(_RESOLVE, params)
     return RejectChanges(seen=seen, resolved=cur.rowcount)
