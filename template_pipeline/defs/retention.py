@@ -26,7 +26,7 @@ import dagster as dg
 from pydantic import Field
 
 from template_pipeline.defs.resources import DashboardDatabase
-from template_pipeline.defs.tags import GROUP, TRIGGER_TAG
+from template_pipeline.defs.tags import TRIGGER_TAG
 from template_pipeline.store.retention import (
     Purged,
     RetentionPolicy,
@@ -36,6 +36,8 @@ from template_pipeline.store.retention import (
 )
 
 RETENTION_JOB_NAME = "template_retention"
+# A group of its own: "Materialize all" on the entities' group must not start a purge.
+RETENTION_GROUP = "maintenance"
 # Runs read and deleted per page: bounded memory and statements, however many there are.
 RUNS_PAGE = 200
 
@@ -117,7 +119,7 @@ class RetentionConfig(dg.Config):
 
 @dg.asset(
     name="retention",
-    group_name=GROUP,
+    group_name=RETENTION_GROUP,
     description="Purges what has served its purpose: resolved rejects, health probes, consumed "
     "webhook events, old alerts, finished Dagster runs with their event logs (never live "
     "entity rows). Its metadata counts what went.",

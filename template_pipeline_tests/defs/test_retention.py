@@ -177,6 +177,9 @@ def test_the_daily_schedule_targets_the_retention_job():
     job = defs.resolve_job_def(RETENTION_JOB_NAME)
     assert job.asset_layer.executable_asset_keys == {dg.AssetKey("retention")}
     assert not job.partitions_def
+    node = defs.resolve_asset_graph().get(dg.AssetKey("retention"))
+    # Not in the entities' group: their "Materialize all" must not purge.
+    assert node.group_name == "maintenance" and node.partitions_def is None
 
     scheduled = datetime(2026, 3, 29, 4, 30, tzinfo=timezone(timedelta(hours=2)))
     with dg.build_schedule_context(scheduled_execution_time=scheduled) as context:
