@@ -19,6 +19,7 @@ from template_pipeline.defs.resources import (
     TemplateClientResource,
     TemplateSyncSettings,
 )
+from template_pipeline.defs.retention import retention, template_retention_job
 from template_pipeline.defs.schedules import template_schedules
 from template_pipeline.defs.sensors import template_sensors
 from template_pipeline.defs.tags import IO_MANAGER_KEY
@@ -40,9 +41,9 @@ def build_resources() -> dict[str, object]:
 
 
 defs = dg.Definitions(
-    assets=template_assets,
+    assets=[*template_assets, retention],
     asset_checks=[freshness_checks],
-    jobs=[template_site_sync_job, template_health_job],
+    jobs=[template_site_sync_job, template_health_job, template_retention_job],
     schedules=template_schedules,
     sensors=template_sensors,
     resources=build_resources(),

@@ -39,7 +39,7 @@ def _stage_paintings(cur: psycopg.Cursor, site: str, ids: range) -> None:
     create_stage(cur, spec)
     batch = ValidatedBatch(rows=[painting(i) for i in ids], fetched=len(ids))
     result = SyncResult(site=site, entity="paintings", status="success")
-    load_stage(cur, spec, EntitySnapshot(site, "paintings", [batch]), result, "run-plan")
+    load_stage(cur, spec, EntitySnapshot(site, "paintings", [batch]), result)
 
 
 def test_soft_delete_anti_join_is_a_hash_join_once_the_stage_is_analyzed(url, site):
@@ -50,7 +50,7 @@ def test_soft_delete_anti_join_is_a_hash_join_once_the_stage_is_analyzed(url, si
     with db.connect(url) as conn, conn.cursor() as cur:
         # 5 % of the site's rows no longer served.
         _stage_paintings(cur, site, range(1, LINES - LINES // 20 + 1))
-        assert analyze_stage(cur, LINES) is True
+        assert analyze_stage(cur, LINES, table_spec("paintings").keys) is True
         assert _stage_analyzed(cur)
         plan = "\n".join(
             row[0] for row in cur.execute(sql_explain(statement), ("run-1", site)).fetchall()
