@@ -85,8 +85,15 @@ def test_a_snapshot_validated_in_the_worker_writes_what_the_in_process_path_writ
 def test_pages_are_validated_here_until_the_worker_is_up_and_when_it_lags():
     pages = _pages(1200, 100)
     with ValidationPool(depth=2) as pool:
+        small = [(page[: offload.OFFLOAD_MIN_PAGE - 1], None) for page in pages[:3]]
+        assert all(
+            b.staged is None
+            for b in pool.validated("paintings", small, base_url=BASE_URL, site="s")
+        )
+        assert not pool.started  # pages too small to be worth a worker never start one
+        # The first large page starts the worker, and is validated here meanwhile.
         before = list(pool.validated("paintings", [(pages[0], None)], base_url=BASE_URL, site="s"))
-        assert not pool.started and before[0].staged is None
+        assert pool.started and before[0].staged is None
         pool.wait_ready()
         batches = list(
             pool.validated("paintings", ((p, None) for p in pages), base_url=BASE_URL, site="s")

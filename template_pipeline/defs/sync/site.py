@@ -108,8 +108,6 @@ def _fetch_and_write(
     records = [e for e in NAMES if e in settings.entities and BY_NAME[e].has_records]
     offloaded = {e for e in records if export.offloaded(e, settings.offload_min_records)}
     with ValidationPool() as pool:
-        if offloaded:
-            pool.start()  # not waited for: pages are validated here until it is up
         for entity in records:
             try:
                 _write_entity(
@@ -140,6 +138,11 @@ def _write_entity(
 ) -> None:
     known = live_hashes(conn, entity, site.key)
     conn.commit()  # not left inside a transaction while the pages are fetched
+    announced = export.announced(entity) or 0
+    if pool is not None and announced - len(known.hashes) >= settings.offload_min_records:
+        # Mostly new records: start the worker now, not waited for (pages are validated here
+        # until it is up); otherwise the first page with enough changed records starts it.
+        pool.start()
     snapshot = fetching.entity_snapshot(
         site.key,
         entity,
