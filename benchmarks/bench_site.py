@@ -137,7 +137,6 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s": cpu_s,
         # The validation worker process (domain.offload), once it has ended.
         "worker_cpu_s": children.ru_utime + children.ru_stime,
-        "worker_peak_rss_mb": children.ru_maxrss / 1024,
         "run_id": outcome.run_id,
         "success": outcome.success,
         "errors": outcome.errors,
@@ -626,7 +625,7 @@ def summarise(figures: dict[str, Any], scale: float) -> tuple[str, list[list[str
             f"rows/s; {len(steps)} step(s) {sum(steps.values()):.1f} s; process "
             f"{sync['process_wall_s']:.1f} s wall (imports {sync['import_s']:.1f} s), "
             f"peak RSS {sync['maxrss_mb']:.0f} MB; validation worker "
-            f"{sync.get('worker_cpu_s', 0):.1f} s CPU, {sync.get('worker_peak_rss_mb', 0):.0f} MB",
+            f"{sync.get('worker_cpu_s', 0):.1f} s CPU",
         )
     if copy:
         add(

@@ -138,8 +138,7 @@ def _write_entity(
 ) -> None:
     known = live_hashes(conn, entity, site.key)
     conn.commit()  # not left inside a transaction while the pages are fetched
-    announced = export.announced(entity) or 0
-    if pool is not None and announced - len(known.hashes) >= settings.offload_min_records:
+    if pool is not None and 2 * len(known.hashes) < (export.announced(entity) or 0):
         # Mostly new records: start the worker now, not waited for (pages are validated here
         # until it is up); otherwise the first page with enough changed records starts it.
         pool.start()
