@@ -170,6 +170,14 @@ class ValidationPool:
             raise ValidationWorkerError(site, entity, str(exc) or "broken pool") from None
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's cpuset, ``taskset``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def _done(item: Pending) -> bool:
     return not isinstance(item, Future) or item.done()
 

@@ -165,3 +165,50 @@ def test_a_dead_worker_is_a_clear_error_and_nothing_of_the_endpoint_is_written(u
     message = str(failure.value)
     assert repr(site) in message and "'paintings'" in message and "worker process" in message
     assert _comparable(url, site) == before
+
+
+def test_available_cpus_follows_the_affinity_mask():
+    assert offload.available_cpus() == len(os.sched_getaffinity(0)) >= 1
+
+
+def test_a_site_sync_validates_a_large_endpoint_in_the_worker(url, tmp_path, monkeypatch):
+    from template_pipeline.apps.simulator.server import SimulatorServer
+    from template_pipeline.defs.resources import TemplateCheckSettings
+    from template_pipeline.defs.sync.site import SyncSettings, sync_site
+    from template_pipeline.domain.entities import NAMES
+    from template_pipeline.domain.sites import load_sites_file, write_sites_file
+    from template_pipeline.source import ClientSettings
+
+    started: list[bool] = []
+    real_start = ValidationPool.start
+
+    def start(self):
+        started.append(True)
+        real_start(self)
+
+    monkeypatch.setattr(ValidationPool, "start", start)
+    key = "offload-site"
+    simulated = SimSite(key=key, api_key="off-key", seed=9, paintings=900, page_cap=300)
+    with SimulatorServer([simulated]) as server:
+        for name, value in server.api_key_env().items():
+            monkeypatch.setenv(name, value)
+        registry = load_sites_file(
+            write_sites_file(tmp_path / "s.yaml", server.sites_file_entries())
+        )
+        invalid = len(server.data(key).invalid_ids["paintings"])
+
+        def run(run_id: str):
+            settings = SyncSettings(
+                database_url=url, run_id=run_id, client=ClientSettings(),
+                checks=TemplateCheckSettings(), entities=frozenset(NAMES),
+                check_keys=frozenset(), full_max_records=0, offload_min_records=500,
+            )  # fmt: skip
+            return sync_site(registry.get(key), settings)
+
+        first = run("offload-1")
+        assert started  # 900 paintings announced, none stored: the worker started ahead
+        paintings = first.entities["paintings"].result
+        assert first.entities["paintings"].failure is None
+        assert (paintings.inserted, paintings.rejected) == (900 - invalid, invalid)
+        again = run("offload-2").entities["paintings"].result
+        assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)

@@ -27,7 +27,7 @@ from template_pipeline.domain.sites import Site
 from template_pipeline.source import ClientSettings, TemplateClient, client_for
 from template_pipeline.store import db
 from template_pipeline.store.locks import site_lock
-from template_pipeline.store.offload import OFFLOAD_MIN_RECORDS, ValidationPool
+from template_pipeline.store.offload import OFFLOAD_MIN_RECORDS, ValidationPool, available_cpus
 from template_pipeline.store.pool import pool_for
 from template_pipeline.store.reads import live_hashes
 from template_pipeline.store.results import MassDeleteRefusedError
@@ -106,7 +106,9 @@ def _fetch_and_write(
     if "stats" in settings.entities:
         _write_stats(site, settings, conn, report, export)
     records = [e for e in NAMES if e in settings.entities and BY_NAME[e].has_records]
-    offloaded = {e for e in records if export.offloaded(e, settings.offload_min_records)}
+    # A worker only pays with a second CPU to run on.
+    min_records = settings.offload_min_records if available_cpus() >= 2 else 0
+    offloaded = {e for e in records if export.offloaded(e, min_records)}
     with ValidationPool() as pool:
         for entity in records:
             try:
