@@ -129,6 +129,26 @@ SITE_LOCK_WAIT_S = _var(
     "600",
     "how long a run waits for a site that another run is writing before failing it",
 )
+DB_CONNECT_TIMEOUT_S = _var(
+    "TEMPLATE_DB_CONNECT_TIMEOUT_S",
+    "10",
+    "seconds a connection to the Dashboard database may take to open",
+)
+DB_STATEMENT_TIMEOUT_S = _var(
+    "TEMPLATE_DB_STATEMENT_TIMEOUT_S",
+    "900",
+    "seconds one statement on the Dashboard database may run (a COPY spans an endpoint's pages)",
+)
+DB_LOCK_TIMEOUT_S = _var(
+    "TEMPLATE_DB_LOCK_TIMEOUT_S",
+    "60",
+    "seconds a statement may wait for a table, row or advisory lock of the Dashboard database",
+)
+DB_IDLE_TX_TIMEOUT_S = _var(
+    "TEMPLATE_DB_IDLE_TX_TIMEOUT_S",
+    "120",
+    "seconds a Dashboard session may sit idle inside a transaction before the server ends it",
+)
 REQUEST_DEADLINE_S = _var(
     "TEMPLATE_REQUEST_DEADLINE_S",
     "60",
