@@ -118,6 +118,11 @@ RUN_MAX_RUNTIME_S = _var(
     "14400",
     "run monitoring fails a sync run running longer than this (frees its queue slot)",
 )
+RUN_DEAD_AFTER_S = _var(
+    "TEMPLATE_RUN_DEAD_AFTER_S",
+    "300",
+    "a started sync run whose heartbeat is older than this is failed as dead (frees its queue)",
+)
 SYNC_WORKERS = _var("TEMPLATE_SYNC_WORKERS", "4", "sites synced side by side within one run")
 FULL_EXPORT_MAX_RECORDS = _var(
     "TEMPLATE_FULL_EXPORT_MAX_RECORDS",
