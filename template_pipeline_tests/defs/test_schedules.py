@@ -69,6 +69,7 @@ def test_definitions_load_with_schedules_sensors_and_checks():
         "template_changes_sensor",
         "template_webhook_sensor",
         "template_alerts_sensor",
+        "template_dead_runs_sensor",
     }
     assert repository.has_job(HEALTH_JOB_NAME)
     check_keys = repository.asset_graph.asset_check_keys
