@@ -344,6 +344,7 @@ def test_two_syncs_of_one_site_take_turns_and_other_sites_run_beside_them(setup)
     url = setup.url
     for site in (TWICE, OTHER):
         slow_pages(setup, site, 150)
+    [began] = query(url, "SELECT now() AS t")
     try:
         processes = [start_sync(setup, site, "paintings") for site in (TWICE, TWICE, OTHER)]
         results = [finish(process) for process in processes]
@@ -358,8 +359,9 @@ def test_two_syncs_of_one_site_take_turns_and_other_sites_run_beside_them(setup)
             url,
             "SELECT run_id, started_at, finished_at FROM template_sync_runs "
             "WHERE site = %s AND entity = 'paintings' AND status = 'success' "
-            "ORDER BY started_at",
+            "AND started_at >= %s ORDER BY started_at",
             site,
+            began["t"],
         )
         for site in (TWICE, OTHER)
     }
