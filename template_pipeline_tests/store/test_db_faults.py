@@ -177,13 +177,14 @@ def _closed_by_server(conn: psycopg.Connection) -> bool:
 
 
 def test_a_busy_site_names_who_holds_it_and_since_when(url, site):
-    with db.connect(url) as holder, site_lock(holder, site, wait_s=1):
-        with (
-            db.connect(url) as conn,
-            pytest.raises(SiteBusyError) as raised,
-            site_lock(conn, site, wait_s=0.3),
-        ):
-            pytest.fail("the lock is held")
+    with (
+        db.connect(url) as holder,
+        site_lock(holder, site, wait_s=1),
+        db.connect(url) as conn,
+        pytest.raises(SiteBusyError) as raised,
+        site_lock(conn, site, wait_s=0.3),
+    ):
+        pytest.fail("the lock is held")
     message = str(raised.value)
     assert message.startswith(f"site {site!r}: another sync of this site holds its lock (")
     assert f"process {os.getpid()} on " in message and ", since 20" in message
