@@ -11,7 +11,9 @@ the session's Dashboard database and a PostgreSQL-backed Dagster instance:
 - the sync's database connection cut (``pg_terminate_backend``) during the COPY and during the
   merge: nothing of the cut transaction stays, and the site is retried to completion;
 - SIGTERM during the COPY and SIGINT during the merge stop the sync within seconds, without a
-  retry: exit code 143 / 130, the tables as before, the run CANCELED;
+  retry: exit code 143 / 130, the tables as before, the run CANCELED; SIGTERM to a run executed
+  in its process's main thread (as the daemon's run worker does) interrupts its step, which is
+  not retried (the run ends FAILURE: Dagster's "unexpected termination");
 - two syncs of the same site started together end consistent, with no duplicate; syncs of
   different sites run at the same time.
 """
@@ -373,3 +375,65 @@ def test_two_syncs_of_one_site_take_turns_and_other_sites_run_beside_them(setup)
         for w in windows[TWICE]
     ), windows
     assert not unfinished(site_runs(setup, TWICE) + site_runs(setup, OTHER))
+
+
+# A run executed in the main thread of its process, as Dagster's run worker does it (`dagster api
+# execute_run`, launched by the daemon's DefaultRunLauncher): Dagster turns SIGTERM into an
+# interrupt of the step.
+_RUN_WORKER = """
+import sys
+import dagster as dg
+from template_pipeline.definitions import defs
+from template_pipeline.defs.assets import SYNC_JOB_NAME
+
+site = sys.argv[1]
+with dg.DagsterInstance.get() as instance:
+    result = defs.resolve_job_def(SYNC_JOB_NAME).execute_in_process(
+        instance=instance,
+        partition_key=site,
+        asset_selection=[dg.AssetKey("paintings")],
+        tags={"template/site": site},
+        raise_on_error=False,
+    )
+    print("run", result.run_id, instance.get_run_by_id(result.run_id).status.value, flush=True)
+"""
+
+
+def test_sigterm_interrupts_a_run_worker_without_a_step_retry(synced):
+    setup, url, site = synced, synced.url, CUT
+    change_the_site(setup, site)
+    before = tables_hash(url, site)
+    with at_phase(setup, site, "copy") as reached:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _RUN_WORKER, site],
+            env={**os.environ, **setup.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        reached()
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, output = finish(process, timeout=60)
+        stopped_in = time.monotonic() - signalled
+    assert stopped_in < 15, (stopped_in, output)
+    [line] = [line for line in output.splitlines() if line.startswith("run ")]
+    _, run_id, status = line.split()
+    # Not a user's termination: Dagster calls it an unexpected termination (which the
+    # instance's run_retries may run again, as after a deploy), never a step retry.
+    assert status == "FAILURE", output
+    with dagster_instance(setup) as instance:
+        retries = instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY
+        ).records
+        assert retries == []
+    written = query(
+        url,
+        "SELECT count(*) AS n FROM template_sync_runs WHERE run_id = %s AND status = 'success'",
+        run_id,
+    )
+    assert written[0]["n"] == 0  # nor a second attempt within the batch
+    assert tables_hash(url, site) == before
+    assert_nothing_outlives_the_client(url, site)
+    sync(setup, site, "paintings")
+    assert live_paintings(url, site) == (expected_paintings(setup, site),) * 2
