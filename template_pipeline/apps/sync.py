@@ -21,7 +21,7 @@ from dagster._core.utils import make_new_run_id
 from template_pipeline.apps.interrupts import GRACE_S, SyncInterrupted, stop_on_signals
 from template_pipeline.apps.summary import SiteOutcome, outcome_of
 from template_pipeline.defs.assets import SYNC_JOB_NAME
-from template_pipeline.defs.liveness import sweep_dead_runs
+from template_pipeline.defs.liveness import liveness_tags, sweep_dead_runs
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.run_requests import ordered_sites, sync_request, windows
 from template_pipeline.defs.sync.batch import BatchProgress, listening
@@ -101,7 +101,9 @@ def _run_window(
                     instance=instance,
                     partition_key=request.partition_key,
                     asset_selection=[dg.AssetKey(e) for e in entities],
-                    tags=request.tags,
+                    # The CLI's process from the run's creation on (the step refreshes them):
+                    # if it is killed before the step starts, the run is still found dead.
+                    tags={**request.tags, **liveness_tags()},
                     run_id=run_id,
                     raise_on_error=False,
                 )
