@@ -6,7 +6,8 @@ synced is not classified as a failure and not tried again, the sites not started
 started; a run is dead when its process on this host is gone or its heartbeat is stale, alive
 otherwise, and untagged runs are left to Dagster; the sweeper fails dead started runs (marks a
 dead canceling run canceled) with a message saying why, and leaves the others alone; the
-heartbeat tags a run with its process and refreshes the heartbeat.
+heartbeat tags a run with its process and refreshes the heartbeat; the CLI marks the runs it
+started and did not finish failed on its way out (canceled after a signal).
 """
 
 from __future__ import annotations
@@ -196,3 +197,18 @@ def test_the_heartbeat_tags_the_run_and_keeps_beating():
             while instance.get_run_by_id(run.run_id).tags[HEARTBEAT_TAG] == first:
                 assert time.monotonic() < deadline, "no second heartbeat"
                 time.sleep(0.1)
+
+
+@pytest.mark.parametrize(("stopped", "expected"), [(False, "FAILURE"), (True, "CANCELED")])
+def test_the_cli_marks_the_runs_it_did_not_finish_on_its_way_out(stopped, expected):
+    from template_pipeline.apps.sync import settle_runs
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        unfinished = create_run_for_test(instance, job_name=JOB, status=dg.DagsterRunStatus.STARTED)
+        done = create_run_for_test(instance, job_name=JOB, status=dg.DagsterRunStatus.SUCCESS)
+        if stopped:
+            stop.request("stopped by SIGTERM")
+        marked = settle_runs(instance, [unfinished.run_id, done.run_id, "never-created"])
+        assert marked == [unfinished.run_id]
+        assert instance.get_run_by_id(unfinished.run_id).status.value == expected
+        assert instance.get_run_by_id(done.run_id).status == dg.DagsterRunStatus.SUCCESS
