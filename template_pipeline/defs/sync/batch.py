@@ -33,6 +33,7 @@ RETRY_PAUSE_S = 5.0
 # How often a waiting batch looks at a stop request, and how long an interrupted batch waits
 # for its sites being synced to roll back.
 _STOP_POLL_S, _STOP_GRACE_S = 0.2, 10.0
+_INTERRUPTS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError, stop.Interrupted)
 
 
 @dataclass
@@ -92,7 +93,7 @@ def run_batch(
     """
     try:
         yield from _run_batch(log, sites, registry, settings, workers, retry_pause_s)
-    except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError, stop.Interrupted) as exc:
+    except _INTERRUPTS as exc:
         stop.request(stop.reason() or f"interrupted ({type(exc).__name__})")
         cancel_all_running()
         log.warning(f"sync interrupted: {stop.reason()}; the sites being written rolled back")
@@ -165,7 +166,7 @@ def _sync_all(
             for future in done:  # a site done before a stop is reported: its writes are in
                 yield future.result()
             stop.check()
-    except BaseException:
+    except _INTERRUPTS:
         # The sites not started are dropped; those being synced see the stop (between pages,
         # entities) or their statement canceled, and roll back: wait a little for them.
         stop.request(stop.reason() or "the batch was interrupted")
@@ -174,7 +175,8 @@ def _sync_all(
         wait(pending, timeout=_STOP_GRACE_S)
         raise
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Not interrupted (an error, the generator closed): the sites go on to their end.
+        pool.shutdown(wait=not stop.requested(), cancel_futures=stop.requested())
 
 
 def _sync_one(key: str, registry: SiteRegistry | Exception, settings: SyncSettings) -> SiteReport:
