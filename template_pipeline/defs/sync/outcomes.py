@@ -81,6 +81,7 @@ class EntityOutcome:
     result: SyncResult | None = None
     failure: Failure | None = None
     skipped: str | None = None  # why it was not synced (upstream failed, a blocking check)
+    blocked_by_check: bool = False  # skipped because a blocking check upstream failed
     refusal: MassDeleteRefusedError | None = None
     stats_row: dict[str, Any] | None = None  # the stats entity's row, for its metadata
 
