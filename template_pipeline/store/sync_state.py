@@ -84,7 +84,7 @@ _NAME_STATE_KIND = sql.SQL(
 _INSERT_FAILED = sql.SQL(
     "INSERT INTO {runs} (site, entity, run_id, status, error, error_kind, started_at, "
     "finished_at) VALUES (%(site)s, %(entity)s, %(run_id)s, 'failed', %(error)s, %(kind)s, "
-    "%(at)s, %(at)s)"
+    "%(started_at)s, %(at)s)"
 ).format(runs=_RUNS)
 
 
@@ -97,6 +97,7 @@ def record_failure(
     kind: str,
     error: str,
     at: datetime,
+    started_at: datetime | None = None,
 ) -> None:
     """Record why ``entity`` of ``site`` failed in ``run_id`` (on the caller's transaction).
 
@@ -111,6 +112,7 @@ def record_failure(
         "kind": kind,
         "error": error,
         "at": at,
+        "started_at": started_at or at,
     }
     cur = conn.execute(_NAME_KIND, params)
     if getattr(cur, "rowcount", 0):

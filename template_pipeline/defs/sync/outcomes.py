@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
@@ -116,6 +117,7 @@ class SiteReport:
     checks: list[CheckOutcome] = field(default_factory=list)
     fetch_mode: str = "endpoints"
     duration_s: float = 0.0
+    started_at: datetime | None = None
     attempts: int = 1
     evaluated: set[str] = field(default_factory=set)  # entities whose checks were evaluated
 

@@ -61,7 +61,7 @@ class SyncSettings:
 def sync_site(site: Site, settings: SyncSettings) -> SiteReport:
     """Sync one site; never raises for the site's own failures (they are in the report)."""
     started = time.perf_counter()
-    report = SiteReport(site=site.key)
+    report = SiteReport(site=site.key, started_at=datetime.now(timezone.utc))
     try:
         require_current(settings.database_url)
         with (
@@ -94,6 +94,7 @@ def _record_failures(
     """Every failed entity's kind, and the failures the write path never saw, in the tables
     (the fleet view reads them): a refused key or an unreachable site fails before any write."""
     at = datetime.now(timezone.utc)
+    began = report.started_at or at
     try:
         for entity, outcome in report.entities.items():
             if outcome.failure is not None:
