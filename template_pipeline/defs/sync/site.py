@@ -111,6 +111,7 @@ def _record_failures(
                 kind=kind,
                 error=error,
                 at=at,
+                started_at=began,
             )
         conn.commit()
     except psycopg.Error:  # the failures themselves are in the report, the run and its alerts
