@@ -2,9 +2,11 @@
 
 One module per group of commands, each with a ``register(subparsers)``: :mod:`.sync`,
 :mod:`.sites` (``sites``, ``health``), :mod:`.local` (``simulate``, ``demo``, ``dev``),
-:mod:`.webhook`, :mod:`.migrate`, :mod:`.status`, :mod:`.forget`. Exit codes are in :mod:`.common`: 0 all good, 1 a site
-failed (sync, health; status: a site failing or stale; forget: nothing erased), 2 a configuration error (nothing was contacted; for ``migrate``: no
-database URL, or a database this release cannot upgrade), 3 synced but a blocking check failed.
+:mod:`.webhook`, :mod:`.migrate`, :mod:`.status`, :mod:`.forget`. Exit codes are in
+:mod:`.common`: 0 all good, 1 a site failed (sync, health; for ``status``, a site failing or
+stale; for ``forget``, an error: nothing was erased), 2 a configuration error (nothing was
+contacted; for ``migrate``: no database URL, or a database this release cannot upgrade), 3
+synced but a blocking check failed.
 """
 
 from __future__ import annotations
