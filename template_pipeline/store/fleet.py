@@ -31,11 +31,11 @@ _STATE = sa.text(
     "SELECT site, entity, last_success_at, last_attempt_at, last_status, "
     "consecutive_failures, last_error, last_error_kind FROM template_sync_state"
 )
-# The records each entity's last successful sync received (its run row ends at last_success_at).
+# The records each entity's last successful sync (the state's last_run_id) received.
 _RECORDS = sa.text(
     "SELECT s.site, s.entity, r.fetched FROM template_sync_state s "
     "JOIN LATERAL (SELECT fetched FROM template_sync_runs r WHERE r.site = s.site "
-    "AND r.entity = s.entity AND r.finished_at = s.last_success_at AND r.status = 'success' "
+    "AND r.entity = s.entity AND r.run_id = s.last_run_id AND r.status = 'success' "
     "ORDER BY r.id DESC LIMIT 1) r ON true WHERE s.last_success_at IS NOT NULL"
 )
 # How long each site's latest run took: from its first entity's start to its last one's end.
