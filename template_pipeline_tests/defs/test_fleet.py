@@ -129,7 +129,7 @@ def test_the_sensors_refresh_after_sync_runs_once_none_is_left():
     for sensor in (template_fleet_sensor, template_fleet_failure_sensor):
         # Monitors the sync job (private in Dagster 1.13: no public accessor), requests the
         # fleet job.
-        assert sensor._monitored_jobs == [template_site_sync_job]  # noqa: SLF001
+        assert sensor._monitored_jobs == [template_site_sync_job]
         assert [t.job_name for t in sensor.targets] == [fleet_status_job.name]
     with dg.DagsterInstance.ephemeral() as instance:
         finished = _a_sync_job.execute_in_process(instance=instance)
