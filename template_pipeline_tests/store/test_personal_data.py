@@ -74,17 +74,17 @@ def test_a_user_deleted_upstream_loses_name_and_email_after_the_delay_not_before
     write_records(url, site, "users", [user(1, phone="06 12"), user(2), user(3)])
     write_records(url, site, "users", [user(2), user(3)], run_id="run-2")  # 1 deleted upstream
     with db.connect(url) as conn:
-        assert erase_deleted(conn, timedelta(days=30)).total == 0  # deleted just now
+        assert erase_deleted(conn, timedelta(days=30), site=site).total == 0  # deleted now
     assert rows(url, "template_users", site)[1]["email"] == "person1@example.fr"
 
     age_deletions(url, site, 29)
     with db.connect(url) as conn:
-        assert erase_deleted(conn, timedelta(days=30)).total == 0
+        assert erase_deleted(conn, timedelta(days=30), site=site).total == 0
     assert rows(url, "template_users", site)[1]["name"] == "Person 1"
 
     age_deletions(url, site, 31)
     with db.connect(url) as conn:
-        erased = erase_deleted(conn, timedelta(days=30))
+        erased = erase_deleted(conn, timedelta(days=30), site=site)
     assert erased.tables == {"template_users": 1}
     stored = rows(url, "template_users", site)
     gone = stored[1]
