@@ -1,8 +1,8 @@
 """``fleet_status``: the fleet table as materialisation metadata, refreshed by health and syncs.
 
 Behaviour under test, against the Template simulator and the session database: after a sync of
-a good site and of a site whose key is refused, the asset's metadata lists the refused site
-first, failing with error kind ``auth``, and carries the numbers the UI plots (``sites_ok``,
+a good site, of a site whose key is refused and of one whose orders' blocking check failed, the
+asset's metadata lists the failing sites first, with error kinds ``check`` and ``auth``, and carries the numbers the UI plots (``sites_ok``,
 ``sites_failing``, ``sites_stale``, ``records_synced``, ``refused_keys``) as ints; the hourly
 health job records a materialisation of the asset; the run-status sensors ask for a refresh
 once no other sync run is queued or running, and monitor the sync job.
@@ -36,6 +36,7 @@ from template_pipeline.domain.sites import SITES_FILE_ENV, write_sites_file
 
 _SUFFIX = uuid.uuid4().hex[:6]
 GOOD, REFUSED = f"fleet-good-{_SUFFIX}", f"fleet-refused-{_SUFFIX}"
+BLOCKED = f"fleet-blocked-{_SUFFIX}"  # half its records invalid: reject_rate blocks
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,8 @@ def server() -> Iterator[SimulatorServer]:
     site = SimSite(
         key=GOOD, api_key="k-good", seed=5, paintings=6, users=4, orders=3, invalid_ratio=0
     )
-    with SimulatorServer([site]) as running:
+    blocked = SimSite(key=BLOCKED, api_key="k-blocked", seed=6, orders=12, invalid_ratio=0.5)
+    with SimulatorServer([site, blocked]) as running:
         yield running
 
 
@@ -71,8 +73,8 @@ def resources(server, dashboard_env, tmp_path, monkeypatch) -> dict:
 @pytest.fixture
 def synced(resources) -> dg.DagsterInstance:
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("template_sites", [GOOD, REFUSED])
-    for site in (GOOD, REFUSED):
+    instance.add_dynamic_partitions("template_sites", [GOOD, REFUSED, BLOCKED])
+    for site in (GOOD, REFUSED, BLOCKED):
         dg.materialize(
             template_assets,
             partition_key=site,
@@ -97,12 +99,14 @@ def test_a_refused_key_is_failing_with_kind_auth_first_and_the_numbers_are_plott
     md = _latest_metadata(synced)
     for name in ("sites_ok", "sites_failing", "sites_stale", "records_synced", "refused_keys"):
         assert isinstance(md[name], dg.IntMetadataValue), name
-    assert md["sites_ok"].value == 1 and md["sites_failing"].value == 1
+    assert md["sites_ok"].value == 1 and md["sites_failing"].value == 2
     assert md["refused_keys"].value == 1 and md["records_synced"].value > 0
-    assert md["failing"].value == [REFUSED]
+    assert md["failing"].value == [BLOCKED, REFUSED]
     table = md["fleet"].value.splitlines()
-    assert table[2].startswith(f"| {REFUSED} | failing |") and "| auth |" in table[2]
-    assert table[3].startswith(f"| {GOOD} | ok |")
+    # The blocked site's order lines were kept by the orders' reject_rate check: kind check.
+    assert table[2].startswith(f"| {BLOCKED} | failing |") and "| check |" in table[2]
+    assert table[3].startswith(f"| {REFUSED} | failing |") and "| auth |" in table[3]
+    assert table[4].startswith(f"| {GOOD} | ok |")
     assert "not-the-key" not in md["fleet"].value
 
 
@@ -112,7 +116,7 @@ def test_the_hourly_health_job_refreshes_the_fleet(synced, resources):
     assert result.success
     event = synced.get_latest_materialization_event(FLEET_ASSET_KEY)
     assert event is not None and event.run_id == result.run_id
-    assert _latest_metadata(synced)["sites_failing"].value == 1
+    assert _latest_metadata(synced)["sites_failing"].value == 2
 
 
 @dg.op
