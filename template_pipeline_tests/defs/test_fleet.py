@@ -2,10 +2,11 @@
 
 Behaviour under test, against the Template simulator and the session database: after a sync of
 a good site, of a site whose key is refused and of one whose orders' blocking check failed, the
-asset's metadata lists the failing sites first, with error kinds ``check`` and ``auth``, and carries the numbers the UI plots (``sites_ok``,
-``sites_failing``, ``sites_stale``, ``records_synced``, ``refused_keys``) as ints; the hourly
-health job records a materialisation of the asset; the run-status sensors ask for a refresh
-once no other sync run is queued or running, and monitor the sync job.
+asset's metadata lists the failing sites first, with error kinds ``check`` and ``auth``, and
+carries the numbers the UI plots (``sites_ok``, ``sites_failing``, ``sites_stale``,
+``records_synced``, ``refused_keys``) as ints; the hourly health job records a materialisation
+of the asset; the run-status sensors ask for a refresh once no other sync run is queued or
+running, and monitor the sync job.
 """
 
 import uuid
