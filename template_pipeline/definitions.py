@@ -25,6 +25,7 @@ from template_pipeline.defs.resources import (
     TemplateClientResource,
     TemplateSyncSettings,
 )
+from template_pipeline.defs.retention import retention, template_retention_job
 from template_pipeline.defs.schedules import template_schedules
 from template_pipeline.defs.sensors import template_sensors
 from template_pipeline.defs.tags import IO_MANAGER_KEY
@@ -46,9 +47,15 @@ def build_resources() -> dict[str, object]:
 
 
 defs = dg.Definitions(
-    assets=[*template_assets, fleet_status, personal_data_erasure],
+    assets=[*template_assets, retention, fleet_status, personal_data_erasure],
     asset_checks=[freshness_checks],
-    jobs=[template_site_sync_job, template_health_job, fleet_status_job, personal_data_job],
+    jobs=[
+        template_site_sync_job,
+        template_health_job,
+        template_retention_job,
+        fleet_status_job,
+        personal_data_job,
+    ],
     schedules=[*template_schedules, daily_personal_data_erasure],
     sensors=template_sensors,
     resources=build_resources(),

@@ -13,7 +13,8 @@ from datetime import timedelta
 import dagster as dg
 
 from template_pipeline.defs.resources import DashboardDatabase
-from template_pipeline.defs.tags import GROUP, TRIGGER_TAG
+from template_pipeline.defs.retention import RETENTION_GROUP
+from template_pipeline.defs.tags import TRIGGER_TAG
 from template_pipeline.domain import config
 from template_pipeline.domain.entities import PERSONAL
 from template_pipeline.store import db
@@ -21,8 +22,9 @@ from template_pipeline.store.personal_data import erase_deleted
 from template_pipeline.store.tables import ENTITY_TABLES
 
 PERSONAL_DATA_JOB_NAME = "template_personal_data"
-# 04:30 Europe/Paris: after the nightly sync, whose soft deletes start the delay.
-PERSONAL_DATA_CRON = "30 4 * * *"
+# 05:00 Europe/Paris: after the nightly sync (whose soft deletes start the delay) and the
+# retention job (04:30), so the two do not start together.
+PERSONAL_DATA_CRON = "0 5 * * *"
 
 
 def erase_delay(environ=None) -> timedelta:
@@ -37,7 +39,8 @@ def erase_delay(environ=None) -> timedelta:
 
 @dg.asset(
     name="personal_data_erasure",
-    group_name=GROUP,
+    # Beside retention, apart from the entities: their "Materialize all" must not erase.
+    group_name=RETENTION_GROUP,
     kinds={"python", "postgres"},
     description="Erase the personal fields of records deleted upstream longer ago than "
     "TEMPLATE_PERSONAL_DATA_ERASE_DAYS (30 days by default); the rest of each row stays.",
@@ -82,7 +85,7 @@ personal_data_job = dg.define_asset_job(
     execution_timezone="Europe/Paris",
     job=personal_data_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every day at 04:30 Europe/Paris: erase the personal fields of records deleted "
+    description="Every day at 05:00 Europe/Paris: erase the personal fields of records deleted "
     "upstream more than TEMPLATE_PERSONAL_DATA_ERASE_DAYS ago.",
 )
 def daily_personal_data_erasure(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:

@@ -11,8 +11,9 @@ Two kinds of tables:
   by ``(site, <keys>)``. Rows deleted upstream keep their row with ``deleted_at`` set. The
   bookkeeping columns say when a row was first seen, when its content last changed
   (``updated_at``), when it was last written (``synced_at``) and by which run.
-* history (``template_stats`` append-only, ``template_rejects``, ``template_sync_runs``), and
-  ``template_sync_state``, the latest outcome per site and entity.
+* history (``template_stats`` append-only, ``template_sync_runs``), ``template_rejects`` (one
+  row per distinct bad record, resolved when it goes away) and ``template_sync_state``, the
+  latest outcome per site and entity.
 
 The database's schema changes only through the Alembic revisions of ``store/migrations``: a
 change here needs a revision that makes the same change (a test compares the two).
@@ -207,9 +208,12 @@ template_stats = sa.Table(
     sa.Index("ix_template_stats_site_fetched_at", "site", "fetched_at"),
 )
 
-# Records that failed validation, with the reason: quarantined, never silently dropped.
-# ``template_id`` is the id as the site sent it (text), so a reject for a non-integer id can
-# still show it.
+# Records that failed validation, with the reason: quarantined, never silently dropped. State,
+# not a log (store.rejects): one row per distinct bad record of a site and entity, identified by
+# ``content_hash`` (its id and payload), with when it was first and last seen, in how many
+# successful syncs, and ``resolved_at`` once a successful sync no longer saw it (the site serves
+# a valid version, or stopped serving the record). ``template_id`` is the id as the site sent it
+# (text), so a reject for a non-integer id can still show it.
 template_rejects = sa.Table(
     "template_rejects",
     metadata,
@@ -217,11 +221,24 @@ template_rejects = sa.Table(
     sa.Column("site", sa.Text, nullable=False),
     sa.Column("entity", sa.Text, nullable=False),
     sa.Column("template_id", sa.Text, nullable=True),
+    sa.Column("content_hash", sa.BigInteger, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("payload", JSONB),
-    sa.Column("run_id", sa.Text),
-    sa.Column("rejected_at", TIMESTAMPTZ, nullable=False, server_default=sa.func.now()),
-    sa.Index("ix_template_rejects_site_entity_rejected_at", "site", "entity", "rejected_at"),
+    sa.Column("first_seen_at", TIMESTAMPTZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("last_seen_at", TIMESTAMPTZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("times_seen", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("last_run_id", sa.Text),
+    sa.Column("resolved_at", TIMESTAMPTZ),
+    sa.UniqueConstraint(
+        "site", "entity", "content_hash", name="template_rejects_site_entity_content_hash_key"
+    ),
+    # The open rejects of a site and entity: what each sync resolves, and the checks read.
+    sa.Index(
+        "ix_template_rejects_open",
+        "site",
+        "entity",
+        postgresql_where=sa.text("resolved_at IS NULL"),
+    ),
 )
 
 SYNC_COUNT_COLUMNS = (

@@ -188,7 +188,7 @@ def rejects(url: str, entity: str, site: str, run_id: str) -> list[dict[str, Any
     return query(
         url,
         "SELECT template_id, reason, payload FROM template_rejects "
-        "WHERE site = %s AND entity = %s AND run_id = %s",
+        "WHERE site = %s AND entity = %s AND last_run_id = %s",
         site,
         entity,
         run_id,

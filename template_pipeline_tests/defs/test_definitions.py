@@ -77,8 +77,9 @@ def test_dagster_definitions_validate_cli(tmp_path):
 def test_asset_graph_is_the_eight_entities_partitioned_by_site():
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    # Besides the entities, the fleet view and the personal-data erasure: not partitioned.
-    operations = {"fleet_status", "personal_data_erasure"}
+    # Besides the entities, the retention asset (defs.retention), the fleet view and the
+    # personal-data erasure: not partitioned.
+    operations = {"retention", "fleet_status", "personal_data_erasure"}
     assert keys == set(ENTITIES) | operations
     for name in operations:
         assert graph.get(dg.AssetKey(name)).partitions_def is None

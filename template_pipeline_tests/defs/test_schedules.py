@@ -63,6 +63,7 @@ def test_definitions_load_with_schedules_sensors_and_checks():
     assert {s.name for s in repository.schedule_defs} == {
         "nightly_template_sync",
         "hourly_template_health",
+        "daily_template_retention",
         "daily_personal_data_erasure",
     }
     assert {s.name for s in repository.sensor_defs} == {

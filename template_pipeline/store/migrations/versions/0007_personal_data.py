@@ -1,7 +1,7 @@
 """Personal data erased, and why syncs fail: ``erased_at`` and the error kinds.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02
 
 ``erased_at`` on the tables whose rows are about a person (users, orders, custom requests):
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
