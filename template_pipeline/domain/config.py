@@ -164,6 +164,11 @@ HEALTH_FAILURES_BEFORE_ALERT = _var(
     "2",
     "consecutive failed health probes before a site-down alert",
 )
+PERSONAL_DATA_ERASE_DAYS = _var(
+    "TEMPLATE_PERSONAL_DATA_ERASE_DAYS",
+    "30",
+    "days after its deletion upstream before a record's personal fields are erased",
+)
 RETENTION_REJECTS_DAYS = _var(
     "TEMPLATE_RETENTION_REJECTS_DAYS",
     "30",
