@@ -189,6 +189,36 @@ HEALTH_FAILURES_BEFORE_ALERT = _var(
     "2",
     "consecutive failed health probes before a site-down alert",
 )
+PERSONAL_DATA_ERASE_DAYS = _var(
+    "TEMPLATE_PERSONAL_DATA_ERASE_DAYS",
+    "30",
+    "days after its deletion upstream before a record's personal fields are erased",
+)
+RETENTION_REJECTS_DAYS = _var(
+    "TEMPLATE_RETENTION_REJECTS_DAYS",
+    "30",
+    "days a resolved reject is kept after it was resolved (open rejects are always kept)",
+)
+RETENTION_HEALTH_DAYS = _var(
+    "TEMPLATE_RETENTION_HEALTH_DAYS",
+    "14",
+    "days health probes are kept (each site's latest probe is always kept)",
+)
+RETENTION_WEBHOOK_EVENTS_DAYS = _var(
+    "TEMPLATE_RETENTION_WEBHOOK_EVENTS_DAYS",
+    "7",
+    "days a consumed webhook event is kept after it was consumed (pending ones are kept)",
+)
+RETENTION_ALERTS_DAYS = _var(
+    "TEMPLATE_RETENTION_ALERTS_DAYS",
+    "90",
+    "days an alert is kept (open check and health alerts are always kept)",
+)
+RETENTION_DAGSTER_RUNS_DAYS = _var(
+    "TEMPLATE_RETENTION_DAGSTER_RUNS_DAYS",
+    "30",
+    "days a finished Dagster run and its event log are kept after its last update",
+)
 WEBHOOK_SECRETS = _var(
     "TEMPLATE_WEBHOOK_SECRET_*",
     None,
