@@ -12,6 +12,7 @@ site as busy.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -345,4 +346,8 @@ def test_a_site_held_by_another_run_fails_as_busy(fleet, batch):
     with db.connect(fleet.url) as holder, site_lock(holder, GOOD_B, wait_s=1):
         report = sync_site(site, _settings(fleet.url, "busy", lock_wait_s=0.5))
     assert report.failed and report.kind() == "busy"
-    assert "another run" in report.reason()
+    # The holder is named: this process, and since when it holds the site.
+    assert f"another sync of this site holds its lock (process {os.getpid()} on " in (
+        report.reason()
+    )
+    assert ", since 20" in report.reason() and "waited 0.5 s" in report.reason()

@@ -73,6 +73,7 @@ def test_definitions_load_with_schedules_sensors_and_checks():
         "template_alerts_sensor",
         "template_fleet_sensor",
         "template_fleet_failure_sensor",
+        "template_dead_runs_sensor",
     }
     assert repository.has_job(HEALTH_JOB_NAME)
     check_keys = repository.asset_graph.asset_check_keys

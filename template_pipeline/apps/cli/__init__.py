@@ -6,7 +6,8 @@ One module per group of commands, each with a ``register(subparsers)``: :mod:`.s
 codes are in :mod:`.common`: 0 all good, 1 a site failed (sync, health; for ``status``, a site
 failing or stale; for ``forget``, an error: nothing was erased), 2 a configuration error
 (nothing was contacted; for ``migrate``: no database URL, or a database this release cannot
-upgrade), 3 synced but a blocking check failed.
+upgrade), 3 synced but a blocking check failed, 130 / 143 ``sync`` stopped by SIGINT /
+SIGTERM (see :mod:`template_pipeline.apps.interrupts`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Run requests carry the ``template/site`` tag (one run per site at a time in the 
 
 from template_pipeline.defs.sensors.alerts import template_alerts_sensor
 from template_pipeline.defs.sensors.changes import template_changes_sensor
+from template_pipeline.defs.sensors.dead_runs import template_dead_runs_sensor
 from template_pipeline.defs.sensors.fleet import (
     template_fleet_failure_sensor,
     template_fleet_sensor,
@@ -20,11 +21,13 @@ template_sensors = [
     template_alerts_sensor,
     template_fleet_sensor,
     template_fleet_failure_sensor,
+    template_dead_runs_sensor,
 ]
 
 __all__ = [
     "template_alerts_sensor",
     "template_changes_sensor",
+    "template_dead_runs_sensor",
     "template_fleet_failure_sensor",
     "template_fleet_sensor",
     "template_sensors",

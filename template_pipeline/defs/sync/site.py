@@ -23,6 +23,7 @@ from template_pipeline.defs.checks.facts import MASS_DELETE_GUARD, CheckTarget
 from template_pipeline.defs.resources import TemplateCheckSettings
 from template_pipeline.defs.sync import fetching
 from template_pipeline.defs.sync.outcomes import CheckOutcome, SiteReport, classify
+from template_pipeline.domain import stop
 from template_pipeline.domain.entities import BY_NAME, NAMES
 from template_pipeline.domain.sites import Site
 from template_pipeline.source import ClientSettings, TemplateClient, client_for
@@ -70,6 +71,7 @@ def sync_site(site: Site, settings: SyncSettings) -> SiteReport:
         ):
             _sync_locked(site, settings, conn, report)
     except Exception as exc:  # the lock, the pool or the client: the whole site
+        stop.check()  # a statement canceled because a stop was asked for is no failure
         _fail_rest(report, settings.entities, exc)
     report.duration_s = time.perf_counter() - started
     return report
@@ -139,6 +141,7 @@ def _fetch_and_write(
         spec = BY_NAME[entity]
         if entity not in settings.entities or not spec.has_records:
             continue
+        stop.check()
         try:
             known = live_hashes(conn, entity, site.key)
             conn.commit()  # not left inside a transaction while the pages are fetched
@@ -270,6 +273,7 @@ def _write_options(settings: SyncSettings) -> dict:
 
 
 def _fail(report: SiteReport, entity: str, exc: BaseException):
+    stop.check()  # interrupted, not failed: the error is the stop's (a canceled statement)
     outcome = report.outcome(entity)
     outcome.failure = classify(exc)
     if isinstance(exc, MassDeleteRefusedError):
@@ -279,6 +283,7 @@ def _fail(report: SiteReport, entity: str, exc: BaseException):
 
 def _fail_rest(report: SiteReport, entities: Collection[str], exc: BaseException) -> None:
     """Fail every selected entity not already decided, with the same reason."""
+    stop.check()
     failure = classify(exc)
     for entity in entities:
         outcome = report.outcome(entity)
