@@ -189,6 +189,7 @@ def test_0006_collapses_the_log_into_one_row_per_record(scratch):
     assert seven["first_seen_at"].isoformat() == "2026-01-01T00:00:00+00:00"
     assert seven["last_seen_at"].isoformat() == "2026-01-03T00:00:00+00:00"
     assert seven["reason"] == "price: not a number"
+    migrate.upgrade(scratch)  # the later revisions (0007) leave the rejects as they are
     assert migrate.compare_with_tables(scratch) == []
 
 
