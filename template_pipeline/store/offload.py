@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -74,6 +75,14 @@ def _ready() -> int:
     return os.getpid()
 
 
+def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: the parent decides what an interrupt stops (its
+    # pool closes and the worker goes with it), the worker must not die of it first and turn
+    # the interrupt into a ValidationWorkerError. Once the parent is gone, the worker's call
+    # queue ends and it exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 Pending = Future[ValidatedBatch] | ValidatedBatch
 
 
@@ -108,7 +117,9 @@ class ValidationPool:
         """Start the worker now (its imports overlap with whatever the caller does next)."""
         if self._executor is None:
             context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(max_workers=1, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=context, initializer=_worker_init
+            )
             self._up = self._executor.submit(_ready)
 
     def wait_ready(self, timeout: float = 60.0) -> int:

@@ -212,3 +212,12 @@ def test_a_site_sync_validates_a_large_endpoint_in_the_worker(url, tmp_path, mon
         assert (paintings.inserted, paintings.rejected) == (900 - invalid, invalid)
         again = run("offload-2").entities["paintings"].result
         assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)
+
+
+def test_the_worker_leaves_ctrl_c_to_its_parent():
+    page = _pages(150, 150)[0]
+    with ValidationPool() as pool:
+        worker = pool.wait_ready()
+        os.kill(worker, signal.SIGINT)  # as a terminal's Ctrl-C sends it to the process group
+        batches = list(pool.validated("paintings", [(page, None)] * 2, base_url=BASE_URL, site="s"))
+    assert [b.fetched for b in batches] == [150, 150]
