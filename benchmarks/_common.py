@@ -292,10 +292,11 @@ class SimulatorProcess:
                 ],
                 env=child_env(),
                 cwd=REPO_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE,  # commands (see churn)
+                stdout=subprocess.PIPE,  # their answers
+                stderr=log,
                 start_new_session=True,
+                text=True,
             )
         deadline = time.monotonic() + self.start_timeout
         while not _port_open(self.port):
@@ -308,10 +309,32 @@ class SimulatorProcess:
             time.sleep(0.1)
         return self
 
+    def churn(
+        self, key: str, *, changed: float, deleted: float, added: float, seed: int = 0
+    ) -> dict[str, dict[str, int]]:
+        """Change, delete and add shares of site ``key``'s records in the running simulator
+        (``apps.simulator.churn``); the counts per table. Same port, same base URL."""
+        popen = self._popen
+        if popen is None or popen.stdin is None or popen.stdout is None:
+            raise BenchmarkError("the simulator is not running")
+        command = {"site": key, "changed": changed, "deleted": deleted, "added": added}
+        popen.stdin.write(json.dumps({"churn": {**command, "seed": seed}}) + "\n")
+        popen.stdin.flush()
+        answer = popen.stdout.readline()
+        if not answer:
+            raise BenchmarkError("the simulator exited instead of answering")
+        reply = json.loads(answer)
+        if "error" in reply:
+            raise BenchmarkError(f"the simulator could not churn site {key!r}: {reply['error']}")
+        return reply["churned"]
+
     def stop(self) -> None:
         popen, self._popen = self._popen, None
         if popen is None:
             return
+        with contextlib.suppress(OSError):
+            if popen.stdin is not None:
+                popen.stdin.close()
         if popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(popen.pid, signal.SIGTERM)
@@ -528,12 +551,31 @@ def _simulate_main(argv: Sequence[str]) -> int:
     parser.add_argument("spec", type=Path, help="JSON list of SimSite keyword arguments")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    from template_pipeline.apps.simulator import SimSite, serve
+    from template_pipeline.apps.simulator import SimSite
+    from template_pipeline.apps.simulator.server import SimulatorServer
 
     sites = [SimSite(**entry) for entry in json.loads(args.spec.read_text(encoding="utf-8"))]
     logging.basicConfig(level=logging.WARNING)
-    serve(sites, host=LOOPBACK, port=args.port, log_level="warning")
+    with SimulatorServer(sites, host=LOOPBACK, port=args.port, log_level="warning") as server:
+        # Commands from the benchmark, one JSON object a line on stdin; one answer a line on
+        # stdout. The end of stdin (the benchmark went away) stops the simulator.
+        for line in sys.stdin:
+            print(json.dumps(_simulator_command(server, json.loads(line))), flush=True)
     return 0
+
+
+def _simulator_command(server: Any, command: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"churn": {"site": KEY, "changed": 0.1, "deleted": 0.05, "added": 0.05}}``."""
+    from dataclasses import asdict
+
+    from template_pipeline.apps.simulator.churn import churn
+
+    try:
+        options = dict(command["churn"])
+        counts = churn(server.data(options.pop("site")), **options)
+    except Exception as exc:  # answered, so the benchmark reports it instead of hanging
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"churned": {entity: asdict(count) for entity, count in counts.items()}}
 
 
 # --------------------------------------------------------------------------------------------

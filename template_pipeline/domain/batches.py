@@ -40,6 +40,11 @@ class ValidatedBatch:
     rejects: list[Reject] = field(default_factory=list)
     fetched: int = 0
     new_fields: set[str] = field(default_factory=set)
+    # Set by a validation worker (store.offload): every row as the staging table's values, in
+    # its column order, with the key of each; ``rows`` then holds only the first few rows (the
+    # preview).
+    staged: list[list[Any]] | None = None
+    keys: list[Any] | None = None
 
 
 @dataclass(slots=True)

@@ -27,6 +27,8 @@ import orjson
 from template_pipeline.domain.entities import BY_NAME
 
 Key = Any  # an int for record ids, a str for setting keys
+_blake2b = hashlib.blake2b
+_from = int.from_bytes
 
 
 def int_key(raw: Any) -> Key | None:
@@ -103,15 +105,25 @@ class ChangeFilter:
         id_field = BY_NAME[self.entity].id_field
         known, seen, unchanged, salt = self.known.hashes, self.seen, self.unchanged, self.salt
         normalise = self.known.normalise
+        # Locals: this loop runs once per record of the site (record_hash, inlined).
+        dumps, sort_keys, blake2b, from_bytes = orjson.dumps, orjson.OPT_SORT_KEYS, _blake2b, _from
+        int_keys = normalise is int_key
         changed: list[Any] = []
         hashes: list[int | None] = []
         for record in records:
-            if not isinstance(record, dict):
+            if record.__class__ is not dict:
                 changed.append(record)
                 hashes.append(None)
                 continue
-            digest = record_hash(record, salt)
-            key = normalise(record.get(id_field))
+            try:
+                encoded = dumps(record, option=sort_keys)
+            except (TypeError, orjson.JSONEncodeError):  # as record_hash
+                digest = None
+            else:
+                blake = blake2b(encoded, digest_size=8, key=salt).digest()
+                digest = from_bytes(blake, "big", signed=True)
+            raw = record.get(id_field)
+            key = raw if int_keys and raw.__class__ is int else normalise(raw)
             if key is not None:
                 if key in seen:
                     # The later occurrence must go through: if it is valid, it wins over the

@@ -8,6 +8,8 @@ guard decides before anything is written.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,13 @@ from template_pipeline.store.idents import idents
 from template_pipeline.store.results import MassDeleteRefusedError, SyncResult
 from template_pipeline.store.staging import ORD_ID, STAGE
 from template_pipeline.store.tables import TableSpec
+
+logger = logging.getLogger(__name__)
+
+# A committed write of at least this many rows, and of this share of the site's live rows,
+# analyzes its table (autovacuum's own analyze threshold is 50 rows + 10 %).
+ANALYZE_MIN_WRITTEN = 1000
+ANALYZE_MIN_FRACTION = 0.1
 
 
 def append_history(
@@ -158,3 +167,35 @@ def refuse(
     if live < min_rows_for_guard:
         return False
     return to_delete > max_delete_fraction * live
+
+
+def analyze_after_write(conn: psycopg.Connection, spec: TableSpec, result: SyncResult) -> bool:
+    """ANALYZE the target after a large committed write, so the next merge is planned on the
+    table as it is now (a site much larger than what the statistics last saw is otherwise
+    estimated as a handful of rows: nested loops). True when it ran.
+
+    Runs after the commit, in its own short transaction: ANALYZE takes a lock that another
+    ANALYZE (or autovacuum) of the same table holds too, and a sync must never queue behind
+    one: with ``lock_timeout`` it is skipped instead, the other one does the job. A failure is
+    logged, never raised: the write is already committed.
+    """
+    written = result.inserted + result.updated + result.deleted + result.restored
+    if written < ANALYZE_MIN_WRITTEN or written < ANALYZE_MIN_FRACTION * result.live_rows:
+        return False
+    # The columns the merges filter and join on: a fraction of a full ANALYZE's time (the
+    # daemon's autoanalyze, when it runs, covers the others).
+    columns = ("site", *spec.keys, *(("deleted_at",) if spec.mode == "merge" else ()))
+    try:
+        conn.execute("SET LOCAL lock_timeout = '200ms'")
+        conn.execute(
+            sql.SQL("ANALYZE {table} ({cols})").format(
+                table=sql.Identifier(spec.name), cols=idents(columns)
+            )
+        )
+        conn.commit()
+    except psycopg.Error as exc:
+        logger.debug("ANALYZE %s skipped: %s", spec.name, exc)
+        with contextlib.suppress(psycopg.Error):
+            conn.rollback()
+        return False
+    return True

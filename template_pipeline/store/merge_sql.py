@@ -123,16 +123,19 @@ def classify_staged(cur: psycopg.Cursor, f: Fragments, site: str) -> tuple[int, 
     return int(row[0]), int(row[1]), int(row[2])
 
 
+def soft_delete_missing_statement(f: Fragments) -> sql.Composed:
+    """The anti-join of :func:`soft_delete_missing` (parameters: run id, site), to EXPLAIN."""
+    return sql.SQL(
+        "UPDATE {table} t SET deleted_at = now(), synced_at = now(), last_run_id = %s "
+        "WHERE t.site = %s AND t.deleted_at IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {match})"
+    ).format(table=f.table, stage=STAGE, match=f.key_match)
+
+
 def soft_delete_missing(cur: psycopg.Cursor, f: Fragments, site: str, run_id: str) -> int:
-    """Soft-delete the live rows the stage does not hold."""
-    cur.execute(
-        sql.SQL(
-            "UPDATE {table} t SET deleted_at = now(), synced_at = now(), last_run_id = %s "
-            "WHERE t.site = %s AND t.deleted_at IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {match})"
-        ).format(table=f.table, stage=STAGE, match=f.key_match),
-        (run_id, site),
-    )
+    """Soft-delete the live rows the stage does not hold (a hash anti-join once the stage is
+    analyzed, see ``staging.analyze_stage``)."""
+    cur.execute(soft_delete_missing_statement(f), (run_id, site))
     return cur.rowcount
 
 

@@ -78,5 +78,9 @@ def live_hashes(conn: psycopg.Connection, entity: str, site: str) -> KnownRows:
         (site,),
     )
     with gc_paused():
-        hashes = {normalise(key): digest for key, digest in cur}
+        if normalise is int_key:
+            # bigint keys come back as int already: the dict is built at C speed.
+            hashes = dict(cur.fetchall())
+        else:
+            hashes = {normalise(key): digest for key, digest in cur}
     return KnownRows(hashes=hashes, normalise=normalise)

@@ -32,11 +32,16 @@ from template_pipeline.store import db
 from template_pipeline.store.derived import stage_order_items
 from template_pipeline.store.idents import idents, json_text
 from template_pipeline.store.locks import site_table_lock
-from template_pipeline.store.merge import Guard, append_history, merge_stage
+from template_pipeline.store.merge import Guard, analyze_after_write, append_history, merge_stage
 from template_pipeline.store.rejects import record_rejects
 from template_pipeline.store.results import Log, MassDeleteRefusedError, SyncResult
 from template_pipeline.store.schema_version import require_current
-from template_pipeline.store.staging import create_stage, drop_superseded, load_stage
+from template_pipeline.store.staging import (
+    analyze_stage,
+    create_stage,
+    drop_superseded,
+    load_stage,
+)
 from template_pipeline.store.sync_state import record_outcome
 from template_pipeline.store.tables import (
     SYNC_COUNT_COLUMNS,
@@ -110,6 +115,7 @@ def derive_order_items(
         cur = conn.cursor()
         lines = stage_order_items(cur, site)
         result.fetched = result.valid = lines
+        analyze_stage(cur, lines, spec.keys)
         site_table_lock(cur, spec.name, site)
         merge_stage(cur, spec, site, result, run_id, guard)
 
@@ -216,6 +222,7 @@ def _transaction(
             # An interrupted run (Dagster termination, Ctrl-C): leave the table as it was.
             _rollback_quietly(conn)
             raise
+        analyze_after_write(conn, spec, result)
     _log_result(log, result)
     return result
 
@@ -258,6 +265,7 @@ def _write(
     cur = conn.cursor()
     create_stage(cur, spec)
     staged = load_stage(cur, spec, snapshot, result)
+    analyze_stage(cur, result.valid, spec.keys)
     changes = snapshot.changes
     if changes is not None:
         # The records let off as unchanged were received and are valid, as they were.

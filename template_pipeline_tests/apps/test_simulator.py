@@ -800,3 +800,50 @@ def test_redirect_with_the_key_in_its_query(http, hostile):
     assert first.headers["Location"].endswith(f"_r=1&token={quote_plus(HOSTILE_KEY)}")
     followed = hostile_get(http, hostile, "h-redirect", "stats")
     assert followed.status_code == 200 and "stats" in followed.json()
+
+
+# --- churn (the changed re-sync of the large-site benchmark) ------------------------------------
+
+
+def test_churn_changes_deletes_and_adds_shares_of_every_table_deterministically():
+    from template_pipeline.apps.simulator.churn import SUFFIX, churn
+    from template_pipeline.apps.simulator.data import RECORD_ENTITIES, generate_site_data
+
+    def fresh():
+        return generate_site_data(
+            SimSite(key="churned", api_key="k", seed=3, paintings=400, users=100, orders=200)
+        )
+
+    data, twin = fresh(), fresh()
+    before = {entity: [dict(r) for r in data.records(entity)] for entity in RECORD_ENTITIES}
+    counts = churn(data, changed=0.10, deleted=0.05, added=0.05, seed=1)
+
+    paintings = counts["paintings"]
+    assert (paintings.deleted, paintings.added) == (20, 20)
+    assert 35 <= paintings.changed <= 40  # invalid records may lack a text name
+    after = data.records("paintings")
+    assert len(after) == 400
+    assert sum(1 for p in after if str(p.get("name", "")).endswith(SUFFIX)) >= paintings.changed
+    numeric = [p["id"] for p in after if isinstance(p["id"], (int, float))]
+    assert numeric == sorted(numeric)  # pagination slices the list in id order
+    old_ids = {p["id"] for p in before["paintings"]}
+    new = [p for p in after if p["id"] not in old_ids]
+    assert len(new) == 20 and min(p["id"] for p in new) > max(
+        i for i in old_ids if isinstance(i, (int, float))
+    )
+    for entity in RECORD_ENTITIES:
+        assert counts[entity].deleted == round(len(before[entity]) * 0.05)
+    # The same seed churns the same records.
+    assert churn(twin, changed=0.10, deleted=0.05, added=0.05, seed=1) == counts
+    assert twin.records("paintings") == after
+
+
+def test_churn_refuses_shares_out_of_range():
+    from template_pipeline.apps.simulator.churn import churn
+    from template_pipeline.apps.simulator.data import generate_site_data
+
+    data = generate_site_data(SimSite(key="churned", api_key="k"))
+    with pytest.raises(ValueError, match="changed"):
+        churn(data, changed=1.5)
+    with pytest.raises(ValueError, match="exceed"):
+        churn(data, changed=0.6, deleted=0.6)

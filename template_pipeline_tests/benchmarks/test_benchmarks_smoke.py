@@ -148,6 +148,10 @@ def _site_figures(*, unchanged_written: int = 0, sync_s: float = 2.0) -> dict[st
         "direct": {"seconds": 1.5, "rows": {"paintings": 100_000}, "maxrss_mb": 200.0},
         "sync_empty": sync(sync_s, 100_000),
         "sync_unchanged": sync(2.5, 0),
+        "sync_empty_noautovacuum": sync(2.0, 100_000),
+        "sync_changed": sync(3.0, 500),
+        "sync_changed_noautovacuum": sync(4.0, 500),
+        "churned": {"paintings": {"changed": 1000, "deleted": 500, "added": 500}},
         "unchanged_writes": {
             "template_paintings": unchanged_written,
             "template_sync_runs": 8,
@@ -175,7 +179,14 @@ def test_bench_site_ratios_and_verdicts():
     found = _targets(targets)
     assert found["first sync rate / COPY rate"] == ("0.20x", "yes")
     assert found["first sync rate / per-record rate"] == ("10.0x", "yes")
-    assert found["unchanged re-sync time / fetch+validate time"] == ("1.25x", "yes")
+    # 100k records fetched in 1 s, synced in 2 s: half the fetch rate; unchanged 2.5 s vs 1 s.
+    assert found["first sync rate / fetch rate (records/s)"] == ("0.50x", "yes")
+    assert found["unchanged re-sync time / fetch time"] == ("2.50x", "**no**")
+    assert found["unchanged re-sync time / fetch+validate time"] == ("1.25x", "n/a")
+    # 3 s changed against 2 s first (autovacuum on); 4 s against 2 s (off).
+    assert found["changed re-sync time / first sync time (autovacuum on)"] == ("1.50x", "yes")
+    assert found["changed re-sync time / first sync time (autovacuum off)"] == ("2.00x", "**no**")
+    assert "1,000 changed, 500 deleted, 500 added" in text
     assert found["entity rows written by the unchanged re-sync (xmin)"] == ("0", "yes")
     assert found["peak RSS of the sync process"] == ("300 MB", "yes")
     assert "30 template_rejects rows" in text
@@ -418,6 +429,16 @@ def test_bench_site_runs_end_to_end_at_toy_size(postgres_server_url, tmp_path):
     assert sum(figures["direct"]["rows"].values()) == sum(
         int(r["valid"]) for r in first["sync_runs"].values()
     )
+    # The changed re-sync, on the database of the first sync and on one with autovacuum off.
+    churned = figures["churned"]["paintings"]
+    assert churned["changed"] > 0 and churned["deleted"] > 0 and churned["added"] > 0
+    for key in ("sync_changed", "sync_changed_noautovacuum"):
+        changed = figures[key]
+        assert changed["success"], changed["errors"]
+        paintings = changed["sync_runs"]["paintings"]
+        assert paintings["updated"] > 0 and paintings["deleted"] > 0
+        assert paintings["inserted"] > 0
+    assert figures["sync_empty_noautovacuum"]["success"]
     assert _leftover_bench_databases(postgres_server_url, figures["_pid"]) == []
 
 

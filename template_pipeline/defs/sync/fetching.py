@@ -22,6 +22,7 @@ from template_pipeline.domain.changes import ChangeFilter, KnownRows, entity_sal
 from template_pipeline.domain.entities import BY_NAME, FULL_EXPORT
 from template_pipeline.domain.validation import validate_records, validate_stats
 from template_pipeline.source import TemplateClient, TemplateError
+from template_pipeline.store.offload import ValidationPool
 
 Page = list[dict[str, Any]]
 Log = Callable[[str], None]
@@ -35,6 +36,13 @@ class SiteExport:
     stats_failure: Failure | None = None
     full: dict[str, Page] | None = None  # entity -> records, when the full export was read
     notes: list[str] = field(default_factory=list)
+
+    def offloaded(self, entity: str, min_records: int) -> bool:
+        """Whether ``entity``'s pages are worth validating in a worker process: read page by
+        page, and announced by the stats as at least ``min_records`` (0: never)."""
+        announced = self.announced(entity)
+        full = self.full is not None and entity in self.full
+        return bool(min_records) and not full and announced is not None and announced >= min_records
 
     @property
     def total_records(self) -> int | None:
@@ -111,16 +119,21 @@ def entity_snapshot(
     *,
     base_url: str,
     known: KnownRows | None,
+    pool: ValidationPool | None = None,
 ) -> EntitySnapshot:
-    """A lazy snapshot of ``pages``: each page filtered (when ``known``), then validated."""
+    """A lazy snapshot of ``pages``: each page filtered (when ``known``), then validated (in
+    ``pool``'s worker process when given, see ``store.offload``)."""
     changes = ChangeFilter(entity, known, entity_salt(entity, base_url)) if known else None
 
-    def batches() -> Iterator[ValidatedBatch]:
+    def split() -> Iterator[tuple[Page, list[int | None] | None]]:
         for page in pages:
-            if changes is None:
-                yield validate_records(entity, page, base_url=base_url)
-                continue
-            records, hashes = changes.split(page)
+            yield (page, None) if changes is None else changes.split(page)
+
+    def batches() -> Iterator[ValidatedBatch]:
+        if pool is not None:
+            yield from pool.validated(entity, split(), base_url=base_url, site=site)
+            return
+        for records, hashes in split():
             yield validate_records(entity, records, base_url=base_url, hashes=hashes)
 
     return EntitySnapshot(

@@ -29,6 +29,7 @@ from template_pipeline.domain.sites import Site
 from template_pipeline.source import ClientSettings, TemplateClient, client_for
 from template_pipeline.store import db
 from template_pipeline.store.locks import site_lock
+from template_pipeline.store.offload import OFFLOAD_MIN_RECORDS, ValidationPool, available_cpus
 from template_pipeline.store.pool import pool_for
 from template_pipeline.store.reads import live_hashes
 from template_pipeline.store.results import MassDeleteRefusedError
@@ -56,6 +57,8 @@ class SyncSettings:
     min_rows_for_guard: int = 10
     full_max_records: int = 2000
     lock_wait_s: float = 600.0
+    # Endpoints announcing this many records are validated in a worker process (0: never).
+    offload_min_records: int = OFFLOAD_MIN_RECORDS
     notes: list[str] = field(default_factory=list)
 
 
@@ -137,28 +140,57 @@ def _fetch_and_write(
     report.fetch_mode = "full" if export.full is not None else "endpoints"
     if "stats" in settings.entities:
         _write_stats(site, settings, conn, report, export)
-    for entity in NAMES:
-        spec = BY_NAME[entity]
-        if entity not in settings.entities or not spec.has_records:
-            continue
-        stop.check()
-        try:
-            known = live_hashes(conn, entity, site.key)
-            conn.commit()  # not left inside a transaction while the pages are fetched
-            snapshot = fetching.entity_snapshot(
-                site.key,
-                entity,
-                fetching.entity_pages(client, entity, export),
-                base_url=client.base_url,
-                known=known,
-            )
-            report.outcome(entity).result = write_snapshot(
-                settings.database_url, snapshot, conn=conn, **_write_options(settings)
-            )
-        except Exception as exc:
-            if _fail(report, entity, exc).site_wide:
-                _fail_rest(report, settings.entities - {"order_items"}, exc)
-                return
+    records = [e for e in NAMES if e in settings.entities and BY_NAME[e].has_records]
+    # A worker only pays with a second CPU to run on.
+    min_records = settings.offload_min_records if available_cpus() >= 2 else 0
+    offloaded = {e for e in records if export.offloaded(e, min_records)}
+    with ValidationPool() as pool:
+        for entity in records:
+            stop.check()
+            try:
+                _write_entity(
+                    client,
+                    site,
+                    settings,
+                    conn,
+                    report,
+                    export,
+                    entity,
+                    pool if entity in offloaded else None,
+                )
+            except Exception as exc:
+                if _fail(report, entity, exc).site_wide:
+                    _fail_rest(report, settings.entities - {"order_items"}, exc)
+                    return
+
+
+def _write_entity(
+    client: TemplateClient,
+    site: Site,
+    settings: SyncSettings,
+    conn: psycopg.Connection,
+    report: SiteReport,
+    export: fetching.SiteExport,
+    entity: str,
+    pool: ValidationPool | None,
+) -> None:
+    known = live_hashes(conn, entity, site.key)
+    conn.commit()  # not left inside a transaction while the pages are fetched
+    if pool is not None and 2 * len(known.hashes) < (export.announced(entity) or 0):
+        # Mostly new records: start the worker now, not waited for (pages are validated here
+        # until it is up); otherwise the first page with enough changed records starts it.
+        pool.start()
+    snapshot = fetching.entity_snapshot(
+        site.key,
+        entity,
+        fetching.entity_pages(client, entity, export),
+        base_url=client.base_url,
+        known=known,
+        pool=pool,
+    )
+    report.outcome(entity).result = write_snapshot(
+        settings.database_url, snapshot, conn=conn, **_write_options(settings)
+    )
 
 
 def _write_stats(
