@@ -66,7 +66,7 @@ class SimulatorServer(BackgroundServer):
         return self._runtime(key).requests
 
     def fault_counts(self) -> dict[str, dict[str, Any]]:
-        """Per site: requests, faulted answers and faults injected by kind (``/_simulator/faults``)."""
+        """Per site: requests, faulted answers, faults by kind (``/_simulator/faults``)."""
         return fault_counts(self.app.state.runtime)
 
     def sites_file_entries(self, env_prefix: str = DEFAULT_ENV_PREFIX) -> list[dict[str, str]]:
