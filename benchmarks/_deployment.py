@@ -3,8 +3,8 @@
 ``dagster-daemon run`` as a subprocess under a reaping wrapper (``_common.py reap``), measured
 whole; the instance prepared as a deploy leaves it (site partitions registered, the sensors and
 schedules a benchmark does not want stopped, last night's nightly tick pending so that the
-scheduler catches it up); and the wait for the runs the tick asked for. ``bench_nightly.py`` and
-``soak.py`` share it.
+scheduler catches it up, or replayed for a second sync); and the wait for the runs the tick
+asked for. ``bench_nightly.py`` and ``soak.py`` share it.
 """
 
 from __future__ import annotations
@@ -256,8 +256,8 @@ def arm_schedule(instance: Any, schedule: Any, tick: datetime) -> None:
     """The schedule running since a minute before ``tick``, with no tick of its own yet: the
     daemon's scheduler evaluates every tick from ``tick`` on (the catch-up after a deploy).
 
-    Ticks whose runs exist already ask for nothing new (their run keys), so re-arming an earlier
-    night replays that night only.
+    Only the latest tick is evaluated (the nightly job's runs are not a partition set's), and
+    a tick whose runs exist already asks for nothing new (see :func:`replay_nightly`).
     """
     from dagster._core.scheduler.instigation import (
         InstigatorState,
@@ -280,11 +280,23 @@ def arm_schedule(instance: Any, schedule: Any, tick: datetime) -> None:
         instance.update_instigator_state(state)
 
 
-def rearm_nightly(instance: Any, tick: datetime, *, workspace: Path = WORKSPACE) -> None:
-    """:func:`arm_schedule` for the nightly schedule of the code location in ``workspace``."""
+def replay_nightly(
+    instance: Any, tick: datetime, run_ids: Collection[str], *, workspace: Path = WORKSPACE
+) -> None:
+    """The nightly tick of ``tick`` made pending again, for a second full sync of the night.
+
+    The scheduler skips a request whose run exists already (same run key, same tick): the run
+    keys of ``run_ids`` (the first sync's runs) get a suffix, then the schedule is re-armed
+    (:func:`arm_schedule`). The daemon must be stopped (it remembers its last iteration).
+    """
+    from dagster._core.storage.tags import RUN_KEY_TAG
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import WorkspaceFileTarget
 
+    for run_id in run_ids:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.tags.get(RUN_KEY_TAG):
+            instance.add_run_tags(run_id, {RUN_KEY_TAG: f"{run.tags[RUN_KEY_TAG]}:replayed"})
     target = WorkspaceFileTarget(paths=[str(workspace)])
     with WorkspaceProcessContext(instance, target) as context:
         location = context.create_request_context().get_code_location(LOCATION_NAME)
