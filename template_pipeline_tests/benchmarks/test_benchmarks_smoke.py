@@ -12,7 +12,10 @@ Behaviour under test:
 - smoke runs (marked ``slow``): each benchmark runs end to end at toy sizes (simulator in its own
   process, fresh databases, Dagster, for the nightly the daemon and the run queue), exits 0,
   prints its targets table, drops its databases; an unchanged re-sync writes no entity row, and
-  only the site with a refused key fails. Nothing here asserts a speed.
+  only the site with a refused key fails; the soak, under random faults, loses and duplicates
+  nothing, quarantines every invalid record, fails and alerts only its two broken sites, once
+  each, and its second sync writes nothing (and its audit counts what it should). Nothing here
+  asserts a speed.
 """
 
 from __future__ import annotations
