@@ -237,6 +237,19 @@ def rows_written_since(dashboard_url: str, xid: int) -> dict[str, int]:
     return counts
 
 
+def unexpected_failures(dashboard_url: str, broken: set[str]) -> list[str]:
+    """What failed on a site that should have healed: ``site/entity (status): error``."""
+    from template_pipeline.store import db
+
+    with db.connect(dashboard_url) as conn:
+        rows = conn.execute(
+            "SELECT site, entity, status, coalesce(error, '') FROM template_sync_runs "
+            "WHERE status <> 'success' AND NOT (site = ANY(%s)) ORDER BY site, entity",
+            (sorted(broken),),
+        ).fetchall()
+    return [f"{site}/{entity} ({status}): {error[:300]}" for site, entity, status, error in rows]
+
+
 def sync_statuses(dashboard_url: str, run_ids: Sequence[str]) -> dict[str, Counter[str]]:
     """Site -> its ``template_sync_runs`` statuses in the runs ``run_ids``."""
     from template_pipeline.store import db
@@ -504,6 +517,7 @@ def _audit(
             s.key for s in sites if set(second_statuses.get(s.key, ())) != {"success"}
         ),
         "second_sync_sites": len(second_statuses),
+        "unexpected_failures": unexpected_failures(dashboard_url, broken),
     }
 
 
@@ -524,6 +538,8 @@ def invariants(figures: dict[str, Any]) -> list[list[str]]:
         ("invalid records not quarantined", records.get("not_quarantined", 0), 0),
         ("invalid records quarantined twice in one sync", records.get("quarantined_twice", 0), 0),
         ("entities of the broken sites half-written", len(records["half_written"]), 0),
+        ("entity syncs of reachable sites that failed", len(audit.get("unexpected_failures", ())),
+         0),
         ("sites with failed partitions", sorted(audit["failed_partitions"]), broken),
         ("run alerts of the first night, per site", audit["alerts_first_night"],
          dict.fromkeys(broken, 1)),
@@ -574,6 +590,8 @@ def summarise(figures: dict[str, Any]) -> tuple[str, bool]:
     ]
     if records["half_written"]:
         lines.append("half-written: " + ", ".join(records["half_written"]))
+    for failure in audit.get("unexpected_failures", [])[:10]:
+        lines.append(f"failed on a reachable site: {failure}")
     return "\n".join(lines), held
 
 
