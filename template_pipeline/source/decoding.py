@@ -115,7 +115,10 @@ def careful_loads(body: bytes | str) -> Any:
             reason = f"the document ends early ({exc.msg} at character {exc.pos})"
         raise JsonProblem(reason, truncated=truncated) from None
     except UnicodeDecodeError as exc:
-        raise JsonProblem(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        # Cut inside a character of several bytes: the text ends early, it is not a wrong one.
+        cut = exc.end >= len(exc.object) and exc.reason == "unexpected end of data"
+        what = "the document ends early, inside a character" if cut else "not UTF-8 text"
+        raise JsonProblem(f"{what} ({exc.reason} at byte {exc.start})", truncated=cut) from None
 
 
 def parse(body: bytes) -> Document:
