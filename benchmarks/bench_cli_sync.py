@@ -177,11 +177,12 @@ def _isolated(figures: dict[str, Any], entities: int) -> bool:
     audit_ = first["audit"]
     good = figures["sites"] - 1
     complete = [site for site, count in audit_["ok"].items() if count == entities]
-    # A refused key fails the site before any entity is written: no row of its own at all.
+    # A refused key fails the site before any entity is written: only its failed attempts are
+    # recorded (with their kind, for the fleet view), and no other site failed.
     return (
         first["exit_code"] == EXIT_SITE_FAILED
         and figures["refused_site"] not in audit_["ok"]
-        and not audit_["failed"]
+        and audit_["failed"] == [figures["refused_site"]]
         and len(complete) == good
     )
 

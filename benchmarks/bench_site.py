@@ -633,9 +633,10 @@ def summarise(figures: dict[str, Any], scale: float) -> tuple[str, list[list[str
     lines.append(common.render_table(["target", "measured", "target", "met?"], targets))
     lines.append("")
     lines.append(
-        "unchanged re-sync also appended bookkeeping rows: "
-        f"{written['template_sync_runs']} template_sync_runs rows, "
-        f"{written['template_rejects']:,} template_rejects rows (this run's quarantined records); "
+        "unchanged re-sync also wrote bookkeeping rows: "
+        f"{written['template_sync_runs']} template_sync_runs rows appended, "
+        f"{written['template_rejects']:,} template_rejects rows (its quarantined records, one "
+        "row each, seen once more); "
         f"its template_sync_runs counts say {counted} rows inserted/updated/deleted/restored"
     )
     for label, sync in (("first", first), ("unchanged", second)):

@@ -10,8 +10,14 @@ import dagster as dg
 
 from template_pipeline.defs.assets import template_assets, template_site_sync_job
 from template_pipeline.defs.checks import freshness_checks
+from template_pipeline.defs.fleet import fleet_status, fleet_status_job
 from template_pipeline.defs.health import template_health_job
 from template_pipeline.defs.io_manager import TemplatePostgresIOManager
+from template_pipeline.defs.personal_data import (
+    daily_personal_data_erasure,
+    personal_data_erasure,
+    personal_data_job,
+)
 from template_pipeline.defs.resources import (
     AlertSinks,
     DashboardDatabase,
@@ -19,6 +25,7 @@ from template_pipeline.defs.resources import (
     TemplateClientResource,
     TemplateSyncSettings,
 )
+from template_pipeline.defs.retention import retention, template_retention_job
 from template_pipeline.defs.schedules import template_schedules
 from template_pipeline.defs.sensors import template_sensors
 from template_pipeline.defs.tags import IO_MANAGER_KEY
@@ -40,10 +47,16 @@ def build_resources() -> dict[str, object]:
 
 
 defs = dg.Definitions(
-    assets=template_assets,
+    assets=[*template_assets, retention, fleet_status, personal_data_erasure],
     asset_checks=[freshness_checks],
-    jobs=[template_site_sync_job, template_health_job],
-    schedules=template_schedules,
+    jobs=[
+        template_site_sync_job,
+        template_health_job,
+        template_retention_job,
+        fleet_status_job,
+        personal_data_job,
+    ],
+    schedules=[*template_schedules, daily_personal_data_erasure],
     sensors=template_sensors,
     resources=build_resources(),
     # A sync run is one step; the health job two small ones: running them in the run's own

@@ -16,6 +16,7 @@ import dagster as dg
 
 from template_pipeline.defs.checks import sync_check_specs
 from template_pipeline.defs.io_manager import TemplatePostgresIOManager
+from template_pipeline.defs.liveness import heartbeat
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.resources import (
     TemplateCheckSettings,
@@ -81,16 +82,19 @@ def template_sync(
         full_max_records=template_sync_settings.full_export_max_records,
         lock_wait_s=template_sync_settings.site_lock_wait_s,
     )
-    for event in run_batch(
-        context.log, sites, registry, settings, workers=template_sync_settings.workers
-    ):
-        if isinstance(event, dg.AssetCheckEvaluation):
-            # Logged, not yielded: a yielded failed blocking evaluation fails the whole step,
-            # every site of the batch with it. The sync itself keeps what a failed blocking
-            # check guards (the site's order lines) as it was, site by site.
-            context.log_event(event)
-        else:
-            yield event
+    # The run's process and heartbeat, in its tags: a run whose process dies is found and
+    # failed (defs.liveness), never left STARTED in front of its sites' queue.
+    with heartbeat(context.instance, context.run.run_id):
+        for event in run_batch(
+            context.log, sites, registry, settings, workers=template_sync_settings.workers
+        ):
+            if isinstance(event, dg.AssetCheckEvaluation):
+                # Logged, not yielded: a yielded failed blocking evaluation fails the whole
+                # step, every site of the batch with it. The sync itself keeps what a failed
+                # blocking check guards (the site's order lines) as it was, site by site.
+                context.log_event(event)
+            else:
+                yield event
 
 
 template_assets: list[dg.AssetsDefinition] = [template_sync]

@@ -8,7 +8,8 @@ appends the result to ``template_site_health`` and alerts without crying wolf: a
 reported down only once ``failures_before_alert`` consecutive probes failed (counted from its
 rows there, since its latest ``up`` row), saying since when; and back up only if that down
 alert was sent. It also evaluates the ``freshness`` checks of every site partition: evaluated in
-a sync run they pass by definition, so this is where stale data shows.
+a sync run they pass by definition, so this is where stale data shows. Last, it refreshes the
+``fleet_status`` asset (:mod:`template_pipeline.defs.fleet`).
 """
 
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from template_pipeline.defs.alerts.sinks import (
     resolve_alerts,
 )
 from template_pipeline.defs.checks.freshness import freshness_evaluations
+from template_pipeline.defs.fleet import refresh_fleet_status
 from template_pipeline.defs.partitions import sites_partitions
 from template_pipeline.defs.resources import (
     AlertSinks,
@@ -261,9 +263,11 @@ def evaluate_template_freshness(
 
 @dg.job(
     name=HEALTH_JOB_NAME,
-    description="Probe every site and record its health; evaluate every site's freshness.",
+    description="Probe every site and record its health; evaluate every site's freshness; "
+    "refresh fleet_status.",
     tags={TRIGGER_TAG: "health"},
 )
 def template_health_job() -> None:
     probe_template_sites()
     evaluate_template_freshness()
+    refresh_fleet_status()

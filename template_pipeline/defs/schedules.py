@@ -7,6 +7,10 @@ a time.
 
 ``hourly_template_health`` (every hour at :10, Europe/Paris) launches ``template_health``
 (:mod:`template_pipeline.defs.health`).
+
+``daily_template_retention`` (04:30 Europe/Paris, after the nightly sync) launches
+``template_retention``, which materialises the ``retention`` asset
+(:mod:`template_pipeline.defs.retention`).
 """
 
 from collections.abc import Sequence
@@ -17,6 +21,7 @@ import dagster as dg
 
 from template_pipeline.defs.assets import template_site_sync_job
 from template_pipeline.defs.health import template_health_job
+from template_pipeline.defs.retention import template_retention_job
 from template_pipeline.defs.run_requests import ordered_sites, sync_request, windows
 from template_pipeline.defs.tags import TRIGGER_TAG
 
@@ -28,6 +33,10 @@ NIGHTLY_CRON = "0 2 * * *"
 
 # Ten past the hour: away from the top of the hour, when the nightly runs start.
 HOURLY_HEALTH_CRON = "10 * * * *"
+
+
+# After the nightly sync (02:00) has had time to finish, before the working day.
+DAILY_RETENTION_CRON = "30 4 * * *"
 
 
 def nightly_run_requests(
@@ -81,4 +90,19 @@ def hourly_template_health(context: dg.ScheduleEvaluationContext) -> dg.RunReque
     )
 
 
-template_schedules = [nightly_template_sync, hourly_template_health]
+@dg.schedule(
+    name="daily_template_retention",
+    cron_schedule=DAILY_RETENTION_CRON,
+    execution_timezone=SCHEDULE_TIMEZONE,
+    job=template_retention_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every day at 04:30 Europe/Paris: purge resolved rejects, old health probes, "
+    "consumed webhook events, old alerts and finished Dagster runs (the retention asset).",
+)
+def daily_template_retention(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    scheduled = context.scheduled_execution_time or datetime.now(timezone.utc)
+    day = scheduled.astimezone(ZoneInfo(SCHEDULE_TIMEZONE)).date().isoformat()
+    return dg.RunRequest(run_key=f"retention:{day}", tags={TRIGGER_TAG: "daily-retention"})
+
+
+template_schedules = [nightly_template_sync, hourly_template_health, daily_template_retention]

@@ -118,6 +118,11 @@ RUN_MAX_RUNTIME_S = _var(
     "14400",
     "run monitoring fails a sync run running longer than this (frees its queue slot)",
 )
+RUN_DEAD_AFTER_S = _var(
+    "TEMPLATE_RUN_DEAD_AFTER_S",
+    "300",
+    "a started sync run whose heartbeat is older than this is failed as dead (frees its queue)",
+)
 SYNC_WORKERS = _var("TEMPLATE_SYNC_WORKERS", "4", "sites synced side by side within one run")
 FULL_EXPORT_MAX_RECORDS = _var(
     "TEMPLATE_FULL_EXPORT_MAX_RECORDS",
@@ -128,6 +133,26 @@ SITE_LOCK_WAIT_S = _var(
     "TEMPLATE_SITE_LOCK_WAIT_S",
     "600",
     "how long a run waits for a site that another run is writing before failing it",
+)
+DB_CONNECT_TIMEOUT_S = _var(
+    "TEMPLATE_DB_CONNECT_TIMEOUT_S",
+    "10",
+    "seconds a connection to the Dashboard database may take to open",
+)
+DB_STATEMENT_TIMEOUT_S = _var(
+    "TEMPLATE_DB_STATEMENT_TIMEOUT_S",
+    "900",
+    "seconds one statement on the Dashboard database may run (a COPY spans an endpoint's pages)",
+)
+DB_LOCK_TIMEOUT_S = _var(
+    "TEMPLATE_DB_LOCK_TIMEOUT_S",
+    "60",
+    "seconds a statement may wait for a table, row or advisory lock of the Dashboard database",
+)
+DB_IDLE_TX_TIMEOUT_S = _var(
+    "TEMPLATE_DB_IDLE_TX_TIMEOUT_S",
+    "120",
+    "seconds a Dashboard session may sit idle inside a transaction before the server ends it",
 )
 REQUEST_DEADLINE_S = _var(
     "TEMPLATE_REQUEST_DEADLINE_S",
@@ -163,6 +188,36 @@ HEALTH_FAILURES_BEFORE_ALERT = _var(
     "TEMPLATE_HEALTH_FAILURES_BEFORE_ALERT",
     "2",
     "consecutive failed health probes before a site-down alert",
+)
+PERSONAL_DATA_ERASE_DAYS = _var(
+    "TEMPLATE_PERSONAL_DATA_ERASE_DAYS",
+    "30",
+    "days after its deletion upstream before a record's personal fields are erased",
+)
+RETENTION_REJECTS_DAYS = _var(
+    "TEMPLATE_RETENTION_REJECTS_DAYS",
+    "30",
+    "days a resolved reject is kept after it was resolved (open rejects are always kept)",
+)
+RETENTION_HEALTH_DAYS = _var(
+    "TEMPLATE_RETENTION_HEALTH_DAYS",
+    "14",
+    "days health probes are kept (each site's latest probe is always kept)",
+)
+RETENTION_WEBHOOK_EVENTS_DAYS = _var(
+    "TEMPLATE_RETENTION_WEBHOOK_EVENTS_DAYS",
+    "7",
+    "days a consumed webhook event is kept after it was consumed (pending ones are kept)",
+)
+RETENTION_ALERTS_DAYS = _var(
+    "TEMPLATE_RETENTION_ALERTS_DAYS",
+    "90",
+    "days an alert is kept (open check and health alerts are always kept)",
+)
+RETENTION_DAGSTER_RUNS_DAYS = _var(
+    "TEMPLATE_RETENTION_DAGSTER_RUNS_DAYS",
+    "30",
+    "days a finished Dagster run and its event log are kept after its last update",
 )
 WEBHOOK_SECRETS = _var(
     "TEMPLATE_WEBHOOK_SECRET_*",

@@ -54,8 +54,13 @@ class Entity:
     counted_by_stats: bool = False
     # Webhook events: <noun>_created / _updated / _deleted for records, <noun>_updated for settings.
     webhook_noun: str | None = None
-    # Columns holding personal data (names, emails, free text): never shown in previews.
+    # Columns holding personal data (names, emails, free text, and ``extra``: the unknown
+    # fields of a record about a person, a phone number or an address, are personal too):
+    # never shown in previews, erased once the record has been deleted upstream for
+    # TEMPLATE_PERSONAL_DATA_ERASE_DAYS, and by ``template-pipeline forget``.
     personal_fields: tuple[str, ...] = ()
+    # The column naming the person a record is about (``forget --email`` matches it).
+    person_field: str | None = None
     known_fields: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,7 +119,8 @@ ENTITIES: tuple[Entity, ...] = (
         envelope_keys=("users",),
         counted_by_stats=True,
         webhook_noun="user",
-        personal_fields=("name", "email"),
+        personal_fields=("name", "email", "extra"),
+        person_field="email",
     ),
     Entity(
         "orders",
@@ -125,7 +131,8 @@ ENTITIES: tuple[Entity, ...] = (
         envelope_keys=("orders",),
         counted_by_stats=True,
         webhook_noun="order",
-        personal_fields=("customer_name", "email"),
+        personal_fields=("customer_name", "email", "extra"),
+        person_field="email",
     ),
     Entity(
         "exhibitions",
@@ -146,7 +153,8 @@ ENTITIES: tuple[Entity, ...] = (
         envelope_keys=("custom_requests", "custom-requests", "customRequests"),
         counted_by_stats=True,
         webhook_noun="custom_request",
-        personal_fields=("name", "email", "message"),
+        personal_fields=("name", "email", "message", "extra"),
+        person_field="email",
     ),
     Entity(
         "stats",
@@ -174,6 +182,8 @@ FETCHED: tuple[Entity, ...] = tuple(e for e in ENTITIES if e.endpoint is not Non
 LIST_ENTITIES: tuple[Entity, ...] = tuple(e for e in ENTITIES if e.kind == "list")
 # The tables of the ``full`` export document: every entity served as records.
 FULL_EXPORT: tuple[Entity, ...] = tuple(e for e in ENTITIES if e.has_records)
+# Entities whose rows hold personal data, in lineage order.
+PERSONAL: tuple[Entity, ...] = tuple(e for e in ENTITIES if e.personal_fields)
 # Webhook event name -> the entity it is about.
 EVENT_ENTITIES: Mapping[str, str] = {
     event: entity.name for entity in ENTITIES for event in entity.webhook_events

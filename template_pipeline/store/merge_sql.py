@@ -29,7 +29,8 @@ class Fragments:
     key_match: sql.Composable  # t.<key> = s.<key> AND ...
     changed: sql.Composable  # (t.<compared>) IS DISTINCT FROM (s.<compared>)
     refresh: sql.Composable  # changed, or a stale content hash
-    assign: sql.Composable  # <compared> = s.<compared>, ... [, content_hash = s.content_hash]
+    # <compared> = s.<compared>, ... [, content_hash = s.content_hash] [, erased_at = NULL]
+    assign: sql.Composable
     cols: sql.Composable  # the columns an insert writes from the stage
     s_cols: sql.Composable  # s.<those columns>
     t_key: sql.Identifier
@@ -44,6 +45,12 @@ def fragments(spec: TableSpec) -> Fragments:
         idents(compared, "t"), idents(compared, "s")
     )
     assigned = [*compared, "content_hash"] if spec.hashed else list(compared)
+    assign = [
+        sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("s", c)) for c in assigned
+    ]
+    if "erased_at" in spec.table.c:
+        # A row written again from the site holds its personal fields again.
+        assign.append(sql.SQL("erased_at = NULL"))
     inserted = [*spec.data_columns, "content_hash"] if spec.hashed else list(spec.data_columns)
     refresh = changed
     if spec.hashed:
@@ -60,9 +67,7 @@ def fragments(spec: TableSpec) -> Fragments:
         ),
         changed=changed,
         refresh=refresh,
-        assign=sql.SQL(", ").join(
-            sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("s", c)) for c in assigned
-        ),
+        assign=sql.SQL(", ").join(assign),
         cols=idents(inserted),
         s_cols=idents(inserted, "s"),
         t_key=sql.Identifier("t", spec.keys[0]),

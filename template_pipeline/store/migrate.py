@@ -164,6 +164,9 @@ def upgrade(database_url: str, revision: str = "head") -> Upgrade:
 
     engine = db.get_engine(database_url)
     with engine.begin() as conn:
+        # A revision may rewrite a big table: no statement limit here (the lock timeout stays,
+        # so a migration stuck behind a reader fails whole instead of waiting without end).
+        conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
         xact_lock_sa(conn, "migrate")
         before = current_revision(conn)
         _check_known(before, revision)

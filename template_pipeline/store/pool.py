@@ -28,6 +28,7 @@ class ConnectionPool:
         self.url = url
         self.max_idle = max_idle
         self._idle: list[psycopg.Connection] = []
+        self._busy: set[psycopg.Connection] = set()
         self._lock = threading.Lock()
 
     @contextmanager
@@ -36,10 +37,29 @@ class ConnectionPool:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = db.connect(self.url)
+        with self._lock:
+            self._busy.add(conn)
         try:
             yield conn
         finally:
+            with self._lock:
+                self._busy.discard(conn)
             self._give_back(conn)
+
+    def cancel_running(self) -> int:
+        """Cancel the statement each handed-out connection is running (a stop was asked for).
+
+        The statement fails with ``QueryCanceled`` in its thread, whose transaction then rolls
+        back; an idle connection is not affected. Returns how many connections were signalled.
+        """
+        with self._lock:
+            busy = list(self._busy)
+        for conn in busy:
+            try:
+                conn.cancel_safe(timeout=2.0)
+            except (psycopg.Error, OSError):
+                conn.close()  # the server ends its session, and rolls its transaction back
+        return len(busy)
 
     def _give_back(self, conn: psycopg.Connection) -> None:
         if not conn.closed and not conn.broken:
@@ -66,4 +86,18 @@ class ConnectionPool:
 @lru_cache(maxsize=16)
 def pool_for(url: str) -> ConnectionPool:
     """The process's pool of connections to ``url``."""
-    return ConnectionPool(url)
+    pool = ConnectionPool(url)
+    with _pools_lock:
+        _pools.append(pool)
+    return pool
+
+
+_pools: list[ConnectionPool] = []
+_pools_lock = threading.Lock()
+
+
+def cancel_all_running() -> int:
+    """:meth:`ConnectionPool.cancel_running` on every pool of the process."""
+    with _pools_lock:
+        pools = list(_pools)
+    return sum(pool.cancel_running() for pool in pools)

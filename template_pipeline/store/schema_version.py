@@ -19,7 +19,7 @@ from template_pipeline.store import db
 # The revisions of store/migrations/versions, oldest first (a test keeps this equal to Alembic's
 # view of them, so a new revision cannot be forgotten here). The last one is the schema this
 # release's code reads and writes.
-REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 BASELINE_REVISION = REVISIONS[0]
 REQUIRED_REVISION = REVISIONS[-1]
 # Alembic's bookkeeping table, named for this project: the Dashboard application may keep its

@@ -1,4 +1,5 @@
-"""Staging: a snapshot's batches streamed with COPY into a temporary table, rejects beside it.
+"""Staging: a snapshot's batches streamed with COPY into a temporary table, rejects beside it
+(in a temporary table of their own, :mod:`.rejects`).
 
 The staging table has the target's column types (numeric scale included), so what the merge
 compares is exactly what would be stored; it is dropped at commit or rollback.
@@ -17,8 +18,9 @@ from psycopg.copy import QueuedLibpqWriter
 
 from template_pipeline.domain.batches import EntitySnapshot, Reject, ValidatedBatch
 from template_pipeline.store.idents import idents, json_text
+from template_pipeline.store.rejects import copy_rejects, create_reject_stage
 from template_pipeline.store.results import SnapshotContractError, SyncResult
-from template_pipeline.store.tables import TableSpec, template_rejects
+from template_pipeline.store.tables import TableSpec
 
 PREVIEW_ROWS = 5
 STAGE = sql.Identifier("template_stage")
@@ -68,7 +70,6 @@ def load_stage(
     spec: TableSpec,
     snapshot: EntitySnapshot,
     result: SyncResult,
-    run_id: str,
 ) -> Staged:
     """COPY the snapshot's rows into the staging table as the batches arrive.
 
@@ -87,6 +88,7 @@ def load_stage(
         stage=STAGE, cols=idents((*stage_columns(spec), ORD))
     )
     batches = iter(snapshot.batches)
+    rejects_staged = False
     exhausted = False
     while not exhausted:
         exhausted = True
@@ -97,20 +99,25 @@ def load_stage(
                     exhausted = False
                     break
         if stager.rejects:
-            _copy_rejects(cur, spec.entity, snapshot.site, run_id, stager.rejects)
+            if not rejects_staged:
+                create_reject_stage(cur)
+                rejects_staged = True
+            copy_rejects(cur, stager.rejects)
             result.rejected += len(stager.rejects)
             stager.rejects.clear()
     result.valid = stager.ordinal
     result.new_fields = sorted(stager.new_fields)
-    return Staged(keys=stager.last_seen.keys(), losers=stager.losers)
+    return Staged(keys=stager.last_seen.keys(), losers=stager.losers, rejects=rejects_staged)
 
 
 @dataclass(frozen=True)
 class Staged:
-    """What the stage holds: its rows' keys, and the ordinals superseded by a later duplicate."""
+    """What the stage holds: its rows' keys, the ordinals superseded by a later duplicate, and
+    whether any reject was staged (:func:`~template_pipeline.store.rejects.record_rejects`)."""
 
     keys: Iterable[Any]
     losers: list[int]
+    rejects: bool = False
 
 
 class _Stager:
@@ -185,23 +192,6 @@ def check_columns(
             f"{spec.entity} of site {site!r}: a row does not match the columns of {spec.name} "
             f"(missing: {missing}; unexpected: {unexpected})"
         )
-
-
-_REJECT_COLUMNS = ("site", "entity", "template_id", "reason", "payload", "run_id")
-
-
-def _copy_rejects(
-    cur: psycopg.Cursor, entity: str, site: str, run_id: str, rejects: Sequence[Reject]
-) -> None:
-    statement = sql.SQL("COPY {table} ({cols}) FROM STDIN").format(
-        table=sql.Identifier(template_rejects.name), cols=idents(_REJECT_COLUMNS)
-    )
-    with cur.copy(statement) as copy:
-        for reject in rejects:
-            template_id = None if reject.template_id is None else str(reject.template_id)
-            copy.write_row(
-                (site, entity, template_id, reject.reason, json_text(reject.payload), run_id)
-            )
 
 
 def plain(value: Any) -> Any:

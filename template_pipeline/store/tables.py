@@ -11,8 +11,9 @@ Two kinds of tables:
   by ``(site, <keys>)``. Rows deleted upstream keep their row with ``deleted_at`` set. The
   bookkeeping columns say when a row was first seen, when its content last changed
   (``updated_at``), when it was last written (``synced_at``) and by which run.
-* history (``template_stats`` append-only, ``template_rejects``, ``template_sync_runs``), and
-  ``template_sync_state``, the latest outcome per site and entity.
+* history (``template_stats`` append-only, ``template_sync_runs``), ``template_rejects`` (one
+  row per distinct bad record, resolved when it goes away) and ``template_sync_state``, the
+  latest outcome per site and entity.
 
 The database's schema changes only through the Alembic revisions of ``store/migrations``: a
 change here needs a revision that makes the same change (a test compares the two).
@@ -26,7 +27,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from template_pipeline.domain.entities import ENTITIES
+from template_pipeline.domain.entities import BY_NAME, ENTITIES
 from template_pipeline.domain.vocabulary import SYNC_STATUSES
 from template_pipeline.store.base import MONEY, TIMESTAMPTZ, check_in, metadata
 
@@ -51,7 +52,10 @@ def _bookkeeping_columns() -> list[sa.Column]:
 
 
 def _merged_table(
-    name: str, keys: tuple[str, ...], *data_columns: sa.Column, hashed: bool = True
+    name: str,
+    keys: tuple[str, ...],
+    *data_columns: sa.Column,
+    hashed: bool = True,
 ) -> sa.Table:
     """A merged table: ``site`` + data columns + bookkeeping, primary key ``(site, *keys)``.
 
@@ -59,9 +63,14 @@ def _merged_table(
     Dashboard's per-site reads, and a second index would slow down the first load of a site.
     ``hashed`` tables keep the hash of the raw record each row was built from
     (``content_hash``, see ``domain.changes``): an unchanged record is then neither validated
-    nor copied again. Derived tables have no raw record.
+    nor copied again. Derived tables have no raw record. Tables of entities with personal
+    fields (the registry's ``personal_fields``) keep when those were erased (``erased_at``, see
+    ``store.personal_data``).
     """
     hash_column = [sa.Column("content_hash", sa.BigInteger)] if hashed else []
+    # Added by revision 0007, after content_hash.
+    personal = bool(BY_NAME[name.removeprefix("template_")].personal_fields)
+    erased_column = [sa.Column("erased_at", TIMESTAMPTZ)] if personal else []
     return sa.Table(
         name,
         metadata,
@@ -70,6 +79,7 @@ def _merged_table(
         *_bookkeeping_columns(),
         # Last: revision 0005 added it to tables that existed, and a column added goes last.
         *hash_column,
+        *erased_column,
         sa.PrimaryKeyConstraint("site", *keys, name=f"{name}_pkey"),
         postgresql_with=_MERGED_TABLE_STORAGE,
     )
@@ -198,9 +208,12 @@ template_stats = sa.Table(
     sa.Index("ix_template_stats_site_fetched_at", "site", "fetched_at"),
 )
 
-# Records that failed validation, with the reason: quarantined, never silently dropped.
-# ``template_id`` is the id as the site sent it (text), so a reject for a non-integer id can
-# still show it.
+# Records that failed validation, with the reason: quarantined, never silently dropped. State,
+# not a log (store.rejects): one row per distinct bad record of a site and entity, identified by
+# ``content_hash`` (its id and payload), with when it was first and last seen, in how many
+# successful syncs, and ``resolved_at`` once a successful sync no longer saw it (the site serves
+# a valid version, or stopped serving the record). ``template_id`` is the id as the site sent it
+# (text), so a reject for a non-integer id can still show it.
 template_rejects = sa.Table(
     "template_rejects",
     metadata,
@@ -208,11 +221,24 @@ template_rejects = sa.Table(
     sa.Column("site", sa.Text, nullable=False),
     sa.Column("entity", sa.Text, nullable=False),
     sa.Column("template_id", sa.Text, nullable=True),
+    sa.Column("content_hash", sa.BigInteger, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("payload", JSONB),
-    sa.Column("run_id", sa.Text),
-    sa.Column("rejected_at", TIMESTAMPTZ, nullable=False, server_default=sa.func.now()),
-    sa.Index("ix_template_rejects_site_entity_rejected_at", "site", "entity", "rejected_at"),
+    sa.Column("first_seen_at", TIMESTAMPTZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("last_seen_at", TIMESTAMPTZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("times_seen", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("last_run_id", sa.Text),
+    sa.Column("resolved_at", TIMESTAMPTZ),
+    sa.UniqueConstraint(
+        "site", "entity", "content_hash", name="template_rejects_site_entity_content_hash_key"
+    ),
+    # The open rejects of a site and entity: what each sync resolves, and the checks read.
+    sa.Index(
+        "ix_template_rejects_open",
+        "site",
+        "entity",
+        postgresql_where=sa.text("resolved_at IS NULL"),
+    ),
 )
 
 SYNC_COUNT_COLUMNS = (
@@ -247,6 +273,9 @@ template_sync_runs = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("started_at", TIMESTAMPTZ, nullable=False),
     sa.Column("finished_at", TIMESTAMPTZ, nullable=False),
+    # Why a failed or refused attempt failed (domain.vocabulary.FailureKind, or 'check': a
+    # blocking check kept it from running); NULL for a success. Added by revision 0007.
+    sa.Column("error_kind", sa.Text),
     check_in("template_sync_runs", "status", SYNC_STATUSES),
     sa.Index("ix_template_sync_runs_site_entity_finished_at", "site", "entity", "finished_at"),
 )
@@ -266,6 +295,8 @@ template_sync_state = sa.Table(
     sa.Column("last_status", sa.Text, nullable=False),
     sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text),
+    # The kind of last_error (template_sync_runs.error_kind). Added by revision 0007.
+    sa.Column("last_error_kind", sa.Text),
     sa.PrimaryKeyConstraint("site", "entity", name="template_sync_state_pkey"),
     check_in("template_sync_state", "last_status", SYNC_STATUSES),
 )
@@ -279,6 +310,7 @@ MERGE_BOOKKEEPING_COLUMNS = (
     "synced_at",
     "deleted_at",
     "last_run_id",
+    "erased_at",
 )
 APPEND_BOOKKEEPING_COLUMNS = ("id", "site", "run_id", "fetched_at")
 

@@ -1,9 +1,10 @@
 """Writing one site's snapshot of one entity, atomically, on one psycopg 3 connection.
 
 1. the snapshot's batches are streamed (while the asset is still fetching pages) into a
-   temporary staging table with ``COPY``; rejects go to ``template_rejects`` the same way
-   (:mod:`.staging`);
-2. a transaction-scoped advisory lock on ``(table, site)`` serialises writers of one site;
+   temporary staging table with ``COPY``, rejects into one of their own (:mod:`.staging`);
+2. a transaction-scoped advisory lock on ``(table, site)`` serialises writers of one site; the
+   rejects are folded into ``template_rejects``, one row per distinct bad record, and those
+   this snapshot no longer has are resolved (:mod:`.rejects`);
 3. duplicate keys in the payload are resolved to their last occurrence;
 4. the merge writes only what changed, behind the mass-delete guard (:mod:`.merge`);
 5. a ``template_sync_runs`` row records the outcome, and ``template_sync_state`` the latest
@@ -32,6 +33,7 @@ from template_pipeline.store.derived import stage_order_items
 from template_pipeline.store.idents import idents, json_text
 from template_pipeline.store.locks import site_table_lock
 from template_pipeline.store.merge import Guard, append_history, merge_stage
+from template_pipeline.store.rejects import record_rejects
 from template_pipeline.store.results import Log, MassDeleteRefusedError, SyncResult
 from template_pipeline.store.schema_version import require_current
 from template_pipeline.store.staging import create_stage, drop_superseded, load_stage
@@ -255,7 +257,7 @@ def _write(
     site = snapshot.site
     cur = conn.cursor()
     create_stage(cur, spec)
-    staged = load_stage(cur, spec, snapshot, result, run_id)
+    staged = load_stage(cur, spec, snapshot, result)
     changes = snapshot.changes
     if changes is not None:
         # The records let off as unchanged were received and are valid, as they were.
@@ -266,6 +268,7 @@ def _write(
     # time and only their merges take turns. Every read of the target comes after the lock, so
     # each merge sees the previous one committed.
     site_table_lock(cur, spec.name, site)
+    record_rejects(cur, site, spec.entity, run_id, staged=staged.rejects)
     if spec.mode == "append":
         append_history(cur, spec, site, result, run_id)
         return

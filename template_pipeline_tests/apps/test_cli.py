@@ -241,8 +241,11 @@ def test_sync_lands_the_good_sites_and_nothing_of_the_refused_one(first_sync, se
         assert stats["paintings"] == len(data.paintings)
         [items] = query(url, "SELECT count(*) AS n FROM template_order_items WHERE site = %s", site)
         assert items["n"] > 0
-    for table in ("template_paintings", "template_stats", "template_rejects", "template_sync_runs"):
+    for table in ("template_paintings", "template_stats", "template_rejects"):
         assert query(url, f"SELECT 1 FROM {table} WHERE site = %s", REFUSED) == [], table
+    # Only its failed attempts are recorded, as refused keys (the fleet view reads them).
+    runs = query(url, "SELECT status, error_kind FROM template_sync_runs WHERE site = %s", REFUSED)
+    assert runs and {(r["status"], r["error_kind"]) for r in runs} == {("failed", "auth")}
 
 
 @pytest.mark.slow

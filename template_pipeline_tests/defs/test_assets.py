@@ -188,7 +188,7 @@ def rejects(url: str, entity: str, site: str, run_id: str) -> list[dict[str, Any
     return query(
         url,
         "SELECT template_id, reason, payload FROM template_rejects "
-        "WHERE site = %s AND entity = %s AND run_id = %s",
+        "WHERE site = %s AND entity = %s AND last_run_id = %s",
         site,
         entity,
         run_id,
@@ -539,8 +539,22 @@ def test_failing_site_fails_the_step_writes_nothing_and_is_not_retried(
     assert dg.DagsterEventType.STEP_RESTARTED not in event_types
     assert not result.get_asset_materialization_events()
 
-    for table in (f"template_{entity}", "template_rejects", "template_sync_runs"):
+    for table in (f"template_{entity}", "template_rejects"):
         assert count_rows(env.database_url, table, site) == 0, table
+    # Nothing written, but the failed attempt is recorded with its kind (the fleet view reads
+    # it), and without the key.
+    kind = "auth" if site == REFUSED else "unreachable"
+    runs = query(env.database_url, "SELECT * FROM template_sync_runs WHERE site = %s", site)
+    assert runs and {(r["status"], r["error_kind"]) for r in runs} == {("failed", kind)}
+    assert all(r["inserted"] == r["updated"] == r["deleted"] == 0 for r in runs)
+    assert not any("not-the-key-of-main" in r["error"] or "k-down" in r["error"] for r in runs)
+    [state] = query(
+        env.database_url,
+        "SELECT * FROM template_sync_state WHERE site = %s AND entity = %s",
+        site,
+        entity,
+    )
+    assert state["consecutive_failures"] == 1 and state["last_error_kind"] == kind
 
 
 def test_every_invalid_kind_of_the_simulator_has_its_field():

@@ -12,10 +12,12 @@ site as busy.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import dagster as dg
 import pytest
@@ -44,6 +46,7 @@ from template_pipeline.domain.entities import NAMES
 from template_pipeline.domain.sites import load_sites_file, write_sites_file
 from template_pipeline.source import ClientSettings
 from template_pipeline.store import db
+from template_pipeline.store.fleet import read_fleet
 from template_pipeline.store.locks import site_lock
 from template_pipeline_tests.fixtures.helpers import closed_port, query
 
@@ -228,6 +231,37 @@ def test_nothing_of_what_failed_was_written(fleet, batch):
     assert refused["deleted"] == 18  # what it would have deleted
 
 
+def test_each_failure_is_recorded_with_its_kind_and_the_fleet_lists_them_first(fleet, batch):
+    kinds = {
+        (r["site"], r["entity"]): r["error_kind"]
+        for r in query(
+            fleet.url,
+            "SELECT site, entity, error_kind FROM template_sync_runs "
+            "WHERE run_id = %s AND status <> 'success'",
+            batch.run_id,
+        )
+    }
+    # Failures before any write (a refused key, an unreachable site, an odd envelope) and one
+    # the write path recorded (the guard's refusal), each with its kind.
+    assert {kinds[(REFUSED, e)] for e in ("settings", "stats", "orders")} == {"auth"}
+    assert kinds[(DOWN, "paintings")] == "unreachable"
+    assert kinds[(ODD, "stats")] == "bad response"
+    assert kinds[(GUARDED, "orders")] == "refused"
+    assert not any(site in (GOOD_A, GOOD_B) for site, _ in kinds)
+    with db.get_engine(fleet.url).connect() as conn:
+        status = read_fleet(conn, ORDER, stale_after=timedelta(hours=26))
+    assert [s.site for s in status.sites] == [
+        *sorted((DOWN, GUARDED, ODD, REFUSED)),
+        GOOD_A,
+        GOOD_B,
+    ]
+    by_site = {s.site: s for s in status.sites}
+    assert by_site[REFUSED].last_error_kind == "auth" and by_site[REFUSED].state == "failing"
+    assert by_site[GUARDED].last_error_kind == "refused"
+    assert by_site[GOOD_A].state == "ok" and by_site[GOOD_A].records["paintings"] == 12
+    assert status.numbers()["refused_keys"] == 1 and status.numbers()["sites_failing"] == 4
+
+
 def test_each_failed_site_is_alerted_once_by_name(fleet, batch):
     with db.get_engine(fleet.url).connect():
         pass
@@ -312,4 +346,8 @@ def test_a_site_held_by_another_run_fails_as_busy(fleet, batch):
     with db.connect(fleet.url) as holder, site_lock(holder, GOOD_B, wait_s=1):
         report = sync_site(site, _settings(fleet.url, "busy", lock_wait_s=0.5))
     assert report.failed and report.kind() == "busy"
-    assert "another run" in report.reason()
+    # The holder is named: this process, and since when it holds the site.
+    assert f"another sync of this site holds its lock (process {os.getpid()} on " in (
+        report.reason()
+    )
+    assert ", since 20" in report.reason() and "waited 0.5 s" in report.reason()

@@ -165,6 +165,22 @@ def test_reject_rate(database_url, good, bad, passed, severity):
         assert "name: required" in reasons and "-1" not in reasons
 
 
+def test_reject_rate_reads_the_current_rejects_only(database_url):
+    site = unique_site("chk")
+    bad = [{"id": 1000 + i, "price": "-1"} for i in range(3)]
+    write_records(database_url, site, "paintings", _paintings(20) + bad, run_id="run-a")
+    write_records(database_url, site, "paintings", _paintings(20) + bad, run_id="run-b")
+    # The site fixes two of the three: only the one it still serves wrong is current.
+    fixed = _paintings(2, start=1000)
+    write_records(database_url, site, "paintings", _paintings(20) + fixed + bad[2:], run_id="run-c")
+
+    result = _evaluate(database_url, evaluate_reject_rate, site, "paintings", run_id="run-c")
+
+    assert result.metadata["rejected"].value == 1
+    rows = [line for line in result.metadata["top_reasons"].value.splitlines() if "name:" in line]
+    assert len(rows) == 1 and rows[0].startswith("| 1 |"), rows
+
+
 def test_reject_rate_without_any_sync_is_a_warning(database_url):
     write_records(database_url, unique_site("chk"), "paintings", _paintings(1))  # the schema exists
     result = _evaluate(database_url, evaluate_reject_rate, unique_site("chk"), "paintings")

@@ -77,7 +77,12 @@ def test_dagster_definitions_validate_cli(tmp_path):
 def test_asset_graph_is_the_eight_entities_partitioned_by_site():
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == set(ENTITIES)
+    # Besides the entities, the retention asset (defs.retention), the fleet view and the
+    # personal-data erasure: not partitioned.
+    operations = {"retention", "fleet_status", "personal_data_erasure"}
+    assert keys == set(ENTITIES) | operations
+    for name in operations:
+        assert graph.get(dg.AssetKey(name)).partitions_def is None
     for entity in ENTITIES:
         node = graph.get(dg.AssetKey(entity))
         assert node.partitions_def == sites_partitions

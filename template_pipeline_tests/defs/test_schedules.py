@@ -63,12 +63,17 @@ def test_definitions_load_with_schedules_sensors_and_checks():
     assert {s.name for s in repository.schedule_defs} == {
         "nightly_template_sync",
         "hourly_template_health",
+        "daily_template_retention",
+        "daily_personal_data_erasure",
     }
     assert {s.name for s in repository.sensor_defs} == {
         "template_sites_sensor",
         "template_changes_sensor",
         "template_webhook_sensor",
         "template_alerts_sensor",
+        "template_fleet_sensor",
+        "template_fleet_failure_sensor",
+        "template_dead_runs_sensor",
     }
     assert repository.has_job(HEALTH_JOB_NAME)
     check_keys = repository.asset_graph.asset_check_keys

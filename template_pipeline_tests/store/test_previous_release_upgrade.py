@@ -132,10 +132,19 @@ def _write_with_previous_release(tree: Path, url: str, pages_file: Path) -> str:
 
 
 def _counts(url: str) -> dict[str, int]:
-    return {
+    counts = {
         e: query(url, f"SELECT count(*) AS n FROM template_{e}")[0]["n"]
-        for e in (*ENTITY_TABLES, "rejects", "sync_runs")
+        for e in (*ENTITY_TABLES, "sync_runs")
     }
+    # Revision 0006 collapses identical rejects into one row: count the sightings it kept.
+    [columns] = query(
+        url,
+        "SELECT count(*) AS n FROM information_schema.columns "
+        "WHERE table_name = 'template_rejects' AND column_name = 'times_seen'",
+    )
+    seen = "coalesce(sum(times_seen), 0)" if columns["n"] else "count(*)"
+    counts["rejects"] = query(url, f"SELECT {seen} AS n FROM template_rejects")[0]["n"]
+    return counts
 
 
 def _xmins(url: str) -> dict[str, list[tuple[Any, str]]]:
@@ -220,8 +229,8 @@ def _check_every_row_kept(url: str, before: dict[str, int], output: str) -> None
         r["entity"]: r["n"]
         for r in query(
             url,
-            "SELECT entity, count(*) AS n FROM template_rejects "
-            "WHERE run_id = 'migration-0002' GROUP BY entity",
+            "SELECT entity, sum(times_seen) AS n FROM template_rejects "
+            "WHERE last_run_id = 'migration-0002' GROUP BY entity",
         )
     }
     order = next(o for o in _pages()["orders"] if o["id"] == "A-1")

@@ -203,7 +203,7 @@ def test_stream_failure_after_a_copied_batch_leaves_everything_as_before(url, si
         sync(url, failing, run_id="run-broken")
 
     assert table_rows(url, site) == before
-    assert query(url, "SELECT 1 FROM template_rejects WHERE run_id = %s", "run-broken") == []
+    assert query(url, "SELECT 1 FROM template_rejects WHERE last_run_id = %s", "run-broken") == []
     run = sync_runs(url, site)[-1]
     assert (run["status"], run["run_id"]) == ("failed", "run-broken")
     assert "RuntimeError" in run["error"] and "mid-stream" in run["error"]
@@ -318,10 +318,11 @@ def test_rejects_are_quarantined_with_the_run_id(url, site):
         "SELECT * FROM template_rejects WHERE site = %s ORDER BY template_id NULLS LAST",
         site,
     )
-    assert [(r["entity"], r["template_id"], r["run_id"]) for r in stored] == [
+    assert [(r["entity"], r["template_id"], r["last_run_id"]) for r in stored] == [
         ("paintings", "7", "run-rej"),
         ("paintings", None, "run-rej"),
     ]
+    assert [(r["times_seen"], r["resolved_at"]) for r in stored] == [(1, None)] * 2
     assert stored[0]["payload"] == {"id": 7, "price": "abc", "name": "Élan"}
     assert stored[0]["reason"] == "price: not a number"
     assert "missing key" in stored[1]["reason"] and stored[1]["payload"]["price"] == "1200.50"

@@ -2,9 +2,12 @@
 
 One module per group of commands, each with a ``register(subparsers)``: :mod:`.sync`,
 :mod:`.sites` (``sites``, ``health``), :mod:`.local` (``simulate``, ``demo``, ``dev``),
-:mod:`.webhook`, :mod:`.migrate`. Exit codes are in :mod:`.common`: 0 all good, 1 a site
-failed (sync, health), 2 a configuration error (nothing was contacted; for ``migrate``: no
-database URL, or a database this release cannot upgrade), 3 synced but a blocking check failed.
+:mod:`.webhook`, :mod:`.migrate`, :mod:`.purge`, :mod:`.status`, :mod:`.forget`. Exit
+codes are in :mod:`.common`: 0 all good, 1 a site failed (sync, health; for ``status``, a site
+failing or stale; for ``forget``, an error: nothing was erased), 2 a configuration error
+(nothing was contacted; for ``migrate``: no database URL, or a database this release cannot
+upgrade), 3 synced but a blocking check failed, 130 / 143 ``sync`` stopped by SIGINT /
+SIGTERM (see :mod:`template_pipeline.apps.interrupts`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ import sys
 from collections.abc import Sequence
 
 from template_pipeline import __version__
-from template_pipeline.apps.cli import local, migrate, sites, sync, webhook
+from template_pipeline.apps.cli import (
+    forget,
+    local,
+    migrate,
+    purge,
+    sites,
+    status,
+    sync,
+    webhook,
+)
 from template_pipeline.apps.cli.common import (
     EXIT_CHECK_FAILED,
     EXIT_CONFIG,
@@ -27,7 +39,7 @@ from template_pipeline.domain.sites import SiteConfigError
 from template_pipeline.source.redaction import install_log_redaction
 from template_pipeline.store import db
 
-COMMANDS = (sync, sites, local, webhook, migrate)
+COMMANDS = (sync, sites, status, local, webhook, migrate, purge, forget)
 
 __all__ = [
     "EXIT_CHECK_FAILED",

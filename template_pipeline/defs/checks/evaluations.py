@@ -36,12 +36,15 @@ def evaluate_reject_rate(
     min_rejects = settings.min_rejects()
     rate = row.rejected / row.fetched if row.fetched else 0.0
     rejects = template_rejects
+    # The current rejects: open, and seen by the sync this check evaluates (one row per
+    # distinct bad record, however many syncs saw it).
     reasons = conn.execute(
         sa.select(rejects.c.reason, sa.func.count().label("n"))
         .where(
             rejects.c.site == target.site,
             rejects.c.entity == target.entity,
-            rejects.c.run_id == row.run_id,
+            rejects.c.resolved_at.is_(None),
+            rejects.c.last_run_id == row.run_id,
         )
         .group_by(rejects.c.reason)
         .order_by(sa.desc("n"), rejects.c.reason)

@@ -8,10 +8,21 @@ import dagster as dg
 from template_pipeline.defs.alerts.scan import AlertCursor, scan_for_alerts
 from template_pipeline.defs.alerts.sinks import alerts_summary
 from template_pipeline.defs.assets import template_site_sync_job
+from template_pipeline.defs.fleet import fleet_status_job
 from template_pipeline.defs.health import HEALTH_JOB_NAME
+from template_pipeline.defs.personal_data import personal_data_job
 from template_pipeline.defs.resources import AlertSinks, DashboardDatabase
+from template_pipeline.defs.retention import template_retention_job
 
-ALERT_JOB_NAMES = (template_site_sync_job.name, HEALTH_JOB_NAME)
+# The maintenance jobs are watched too: a purge or an erasure that keeps failing is personal
+# data kept past its date, which someone must hear about.
+ALERT_JOB_NAMES = (
+    template_site_sync_job.name,
+    HEALTH_JOB_NAME,
+    template_retention_job.name,
+    personal_data_job.name,
+    fleet_status_job.name,
+)
 
 
 @dg.sensor(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -24,10 +24,16 @@ from template_pipeline.defs.checks import evaluation
 from template_pipeline.defs.sync.metadata import stats_metadata, sync_metadata
 from template_pipeline.defs.sync.outcomes import EntityOutcome, SiteReport, classify
 from template_pipeline.defs.sync.site import SyncSettings, sync_site
+from template_pipeline.domain import stop
 from template_pipeline.domain.sites import SiteConfigError, SiteRegistry
+from template_pipeline.store.pool import cancel_all_running
 
 # How long a site that failed in a way that may heal waits before its second attempt.
 RETRY_PAUSE_S = 5.0
+# How often a waiting batch looks at a stop request, and how long an interrupted batch waits
+# for its sites being synced to roll back.
+_STOP_POLL_S, _STOP_GRACE_S = 0.2, 10.0
+_INTERRUPTS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError, stop.Interrupted)
 
 
 @dataclass
@@ -78,7 +84,30 @@ def run_batch(
     workers: int,
     retry_pause_s: float = RETRY_PAUSE_S,
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    """Sync ``sites``; yield their events; raise ``dg.Failure`` naming those that failed."""
+    """Sync ``sites``; yield their events; raise ``dg.Failure`` naming those that failed.
+
+    An interrupt (SIGTERM, SIGINT: Dagster's ``dg.DagsterExecutionInterruptedError`` in a run
+    worker, the stop request of the CLI) stops every site being synced, whose entity being
+    written rolls back, and ends the step as interrupted: never retried, in the batch or by
+    Dagster.
+    """
+    try:
+        yield from _run_batch(log, sites, registry, settings, workers, retry_pause_s)
+    except _INTERRUPTS as exc:
+        stop.request(stop.reason() or f"interrupted ({type(exc).__name__})")
+        cancel_all_running()
+        log.warning(f"sync interrupted: {stop.reason()}; the sites being written rolled back")
+        raise dg.DagsterExecutionInterruptedError(stop.reason()) from exc
+
+
+def _run_batch(
+    log: dg.DagsterLogManager,
+    sites: Sequence[str],
+    registry: SiteRegistry | Exception,
+    settings: SyncSettings,
+    workers: int,
+    retry_pause_s: float,
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     progress = BatchProgress(total=len(sites))
     final: dict[str, SiteReport] = {}
     retry: list[SiteReport] = []
@@ -89,7 +118,7 @@ def run_batch(
         final[report.site] = report
         yield from _finish(log, report, progress)
     if retry:
-        time.sleep(retry_pause_s)
+        _pause(retry_pause_s)
         for first in retry:
             report = _sync_one(first.site, registry, settings)
             report.attempts = first.attempts + 1
@@ -112,20 +141,46 @@ def run_batch(
         )
 
 
+def _pause(seconds: float) -> None:
+    """Sleep, waking up to a stop request."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        stop.check()
+        time.sleep(min(_STOP_POLL_S, left))
+    stop.check()
+
+
 def _sync_all(
     sites: Sequence[str], registry: SiteRegistry | Exception, settings: SyncSettings, workers: int
 ) -> Iterator[SiteReport]:
     if len(sites) <= 1 or workers <= 1:
         for site in sites:
+            stop.check()
             yield _sync_one(site, registry, settings)
         return
-    with ThreadPoolExecutor(max_workers=min(workers, len(sites))) as pool:
-        futures = [pool.submit(_sync_one, site, registry, settings) for site in sites]
-        for future in as_completed(futures):
-            yield future.result()
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(sites)))
+    pending = {pool.submit(_sync_one, site, registry, settings) for site in sites}
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=_STOP_POLL_S, return_when=FIRST_COMPLETED)
+            for future in done:  # a site done before a stop is reported: its writes are in
+                yield future.result()
+            stop.check()
+    except _INTERRUPTS:
+        # The sites not started are dropped; those being synced see the stop (between pages,
+        # entities) or their statement canceled, and roll back: wait a little for them.
+        stop.request(stop.reason() or "the batch was interrupted")
+        pool.shutdown(wait=False, cancel_futures=True)
+        cancel_all_running()
+        wait(pending, timeout=_STOP_GRACE_S)
+        raise
+    finally:
+        # Not interrupted (an error, the generator closed): the sites go on to their end.
+        pool.shutdown(wait=not stop.requested(), cancel_futures=stop.requested())
 
 
 def _sync_one(key: str, registry: SiteRegistry | Exception, settings: SyncSettings) -> SiteReport:
+    stop.check()  # a site queued behind a stop request is not started
     try:
         if isinstance(registry, Exception):
             raise registry

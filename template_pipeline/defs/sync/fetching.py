@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from template_pipeline.defs.sync.outcomes import Failure, classify
+from template_pipeline.domain import stop
 from template_pipeline.domain.batches import EntitySnapshot, ValidatedBatch
 from template_pipeline.domain.changes import ChangeFilter, KnownRows, entity_salt
 from template_pipeline.domain.entities import BY_NAME, FULL_EXPORT
@@ -96,7 +97,11 @@ def entity_pages(client: TemplateClient, entity: str, export: SiteExport) -> Ite
     # Pages are fetched ahead in a thread while the previous page is validated and copied into
     # PostgreSQL: network and database time overlap. The stats' count bounds the listing: a
     # server that never stops serving records is stopped far past what the site announced.
-    yield from client.iter_pages_prefetched(spec.endpoint, expected_total=export.announced(entity))
+    for page in client.iter_pages_prefetched(
+        spec.endpoint, expected_total=export.announced(entity)
+    ):
+        stop.check()  # SIGTERM / SIGINT: the entity's transaction rolls back from here
+        yield page
 
 
 def entity_snapshot(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
@@ -81,6 +82,7 @@ class EntityOutcome:
     result: SyncResult | None = None
     failure: Failure | None = None
     skipped: str | None = None  # why it was not synced (upstream failed, a blocking check)
+    blocked_by_check: bool = False  # skipped because a blocking check upstream failed
     refusal: MassDeleteRefusedError | None = None
     stats_row: dict[str, Any] | None = None  # the stats entity's row, for its metadata
 
@@ -115,6 +117,7 @@ class SiteReport:
     checks: list[CheckOutcome] = field(default_factory=list)
     fetch_mode: str = "endpoints"
     duration_s: float = 0.0
+    started_at: datetime | None = None
     attempts: int = 1
     evaluated: set[str] = field(default_factory=set)  # entities whose checks were evaluated
 

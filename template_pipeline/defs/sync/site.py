@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import psycopg
 
@@ -22,6 +23,7 @@ from template_pipeline.defs.checks.facts import MASS_DELETE_GUARD, CheckTarget
 from template_pipeline.defs.resources import TemplateCheckSettings
 from template_pipeline.defs.sync import fetching
 from template_pipeline.defs.sync.outcomes import CheckOutcome, SiteReport, classify
+from template_pipeline.domain import stop
 from template_pipeline.domain.entities import BY_NAME, NAMES
 from template_pipeline.domain.sites import Site
 from template_pipeline.source import ClientSettings, TemplateClient, client_for
@@ -31,6 +33,7 @@ from template_pipeline.store.pool import pool_for
 from template_pipeline.store.reads import live_hashes
 from template_pipeline.store.results import MassDeleteRefusedError
 from template_pipeline.store.schema_version import require_current
+from template_pipeline.store.sync_state import record_failure
 from template_pipeline.store.writer import (
     derive_order_items,
     order_items_current,
@@ -59,7 +62,7 @@ class SyncSettings:
 def sync_site(site: Site, settings: SyncSettings) -> SiteReport:
     """Sync one site; never raises for the site's own failures (they are in the report)."""
     started = time.perf_counter()
-    report = SiteReport(site=site.key)
+    report = SiteReport(site=site.key, started_at=datetime.now(timezone.utc))
     try:
         require_current(settings.database_url)
         with (
@@ -68,6 +71,7 @@ def sync_site(site: Site, settings: SyncSettings) -> SiteReport:
         ):
             _sync_locked(site, settings, conn, report)
     except Exception as exc:  # the lock, the pool or the client: the whole site
+        stop.check()  # a statement canceled because a stop was asked for is no failure
         _fail_rest(report, settings.entities, exc)
     report.duration_s = time.perf_counter() - started
     return report
@@ -83,6 +87,37 @@ def _sync_locked(
     if "order_items" in settings.entities:
         _derive_order_items(site.key, settings, conn, report)
     _evaluate_checks(site.key, settings, report)
+    _record_failures(site.key, settings, conn, report)
+
+
+def _record_failures(
+    site: str, settings: SyncSettings, conn: psycopg.Connection, report: SiteReport
+) -> None:
+    """Every failed entity's kind, and the failures the write path never saw, in the tables
+    (the fleet view reads them): a refused key or an unreachable site fails before any write."""
+    at = datetime.now(timezone.utc)
+    began = report.started_at or at
+    try:
+        for entity, outcome in report.entities.items():
+            if outcome.failure is not None:
+                kind, error = outcome.failure.kind, outcome.failure.reason
+            elif outcome.blocked_by_check and outcome.skipped:
+                kind, error = "check", outcome.skipped
+            else:
+                continue
+            record_failure(
+                conn,
+                site=site,
+                entity=entity,
+                run_id=settings.run_id,
+                kind=kind,
+                error=error,
+                at=at,
+                started_at=began,
+            )
+        conn.commit()
+    except psycopg.Error:  # the failures themselves are in the report, the run and its alerts
+        conn.rollback()
 
 
 def _fetch_and_write(
@@ -106,6 +141,7 @@ def _fetch_and_write(
         spec = BY_NAME[entity]
         if entity not in settings.entities or not spec.has_records:
             continue
+        stop.check()
         try:
             known = live_hashes(conn, entity, site.key)
             conn.commit()  # not left inside a transaction while the pages are fetched
@@ -159,6 +195,7 @@ def _derive_order_items(
     blocked = _blocking_failure(site, "orders", settings, report)
     if blocked:
         outcome.skipped = f"{blocked}: the order lines keep their last version"
+        outcome.blocked_by_check = True
         return
     options = _write_options(settings)
     try:
@@ -236,6 +273,7 @@ def _write_options(settings: SyncSettings) -> dict:
 
 
 def _fail(report: SiteReport, entity: str, exc: BaseException):
+    stop.check()  # interrupted, not failed: the error is the stop's (a canceled statement)
     outcome = report.outcome(entity)
     outcome.failure = classify(exc)
     if isinstance(exc, MassDeleteRefusedError):
@@ -245,6 +283,7 @@ def _fail(report: SiteReport, entity: str, exc: BaseException):
 
 def _fail_rest(report: SiteReport, entities: Collection[str], exc: BaseException) -> None:
     """Fail every selected entity not already decided, with the same reason."""
+    stop.check()
     failure = classify(exc)
     for entity in entities:
         outcome = report.outcome(entity)
