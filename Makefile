@@ -8,7 +8,7 @@ CLI := $(VENV)/bin/template-pipeline
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-e2e test-browser browser-deps validate dev lint format bench-site bench-nightly bench-cli-sync clean-local
+.PHONY: install demo test test-e2e test-browser browser-deps validate dev lint format bench-site bench-nightly bench-cli-sync bench-soak clean-local
 
 # `sudo` only where we are not root already (CI machines run as root).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -71,6 +71,11 @@ bench-nightly: install
 
 bench-cli-sync: install
 	$(PY) benchmarks/bench_cli_sync.py $(BENCH_ARGS)
+
+## make bench-soak: random faults on many sites, two nightly syncs through the daemon, audited
+## (12 sites; BENCH_ARGS="--sites 200" for the README's run). Exits 1 if an invariant fails.
+bench-soak: install
+	$(PY) benchmarks/soak.py $(BENCH_ARGS)
 
 ## Stop the embedded PostgreSQL and forget the demo state.
 clean-local: install

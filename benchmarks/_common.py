@@ -276,6 +276,13 @@ class SimulatorProcess:
     def base_url(self, key: str) -> str:
         return f"{self.url}/t/{key}/"
 
+    def fault_counts(self) -> dict[str, dict[str, Any]]:
+        """The simulator's ``GET /_simulator/faults``: requests and faults injected, per site."""
+        from urllib.request import urlopen
+
+        with urlopen(f"{self.url}/_simulator/faults", timeout=30) as answer:
+            return dict(json.loads(answer.read()))
+
     def __enter__(self) -> SimulatorProcess:
         spec = self.workdir / "simulator-sites.json"
         spec.write_text(json.dumps([s.as_spec() for s in self.sites]), encoding="utf-8")
@@ -546,15 +553,24 @@ def progress(message: str) -> None:
 # The simulator child
 
 
+def sim_site(spec: Mapping[str, Any]) -> Any:
+    """The ``SimSite`` of a spec (``SimulatedSite.as_spec``); ``faults`` is a ``Faults`` dict."""
+    from template_pipeline.apps.simulator import Faults, SimSite
+
+    options = dict(spec)
+    if isinstance(options.get("faults"), Mapping):
+        options["faults"] = Faults(**options["faults"])
+    return SimSite(**options)
+
+
 def _simulate_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="_common.py simulate")
     parser.add_argument("spec", type=Path, help="JSON list of SimSite keyword arguments")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    from template_pipeline.apps.simulator import SimSite
     from template_pipeline.apps.simulator.server import SimulatorServer
 
-    sites = [SimSite(**entry) for entry in json.loads(args.spec.read_text(encoding="utf-8"))]
+    sites = [sim_site(entry) for entry in json.loads(args.spec.read_text(encoding="utf-8"))]
     logging.basicConfig(level=logging.WARNING)
     with SimulatorServer(sites, host=LOOPBACK, port=args.port, log_level="warning") as server:
         # Commands from the benchmark, one JSON object a line on stdin; one answer a line on

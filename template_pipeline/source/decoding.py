@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,27 @@ def _too_deep() -> JsonProblem:
     return JsonProblem(f"the document is nested deeper than {MAX_DEPTH} levels", too_deep=True)
 
 
+# The token a document ends with when cut inside a number or a literal (``nu``, ``tr``, ``1.``,
+# ``-``, ``1e``): the parser reports an error at its start, not at the very end.
+_LAST_TOKEN = re.compile(r"[-+.\w]*\Z")
+
+
+def _cut_short(exc: json.JSONDecodeError) -> bool:
+    """Whether a document fails to parse because it ends early (a cut body: worth a retry).
+
+    The error is at the very end, or a string runs on to the end, or the parser stopped in the
+    number or literal the document ends with (its rest cut off). A document that ends in a
+    misspelt literal is taken for a cut one as well: they cannot be told apart.
+    """
+    doc = exc.doc.rstrip()
+    if exc.pos >= len(doc) or exc.msg.startswith("Unterminated string"):
+        return True
+    if exc.msg.startswith("Extra data"):  # a whole document, then something else
+        return False
+    last = _LAST_TOKEN.search(doc)
+    return last is not None and last.start() < len(doc) and exc.pos >= last.start()
+
+
 def careful_loads(body: bytes | str) -> Any:
     """``json.loads`` keeping unholdable numbers as markers; :class:`JsonProblem` otherwise."""
     try:
@@ -87,14 +109,16 @@ def careful_loads(body: bytes | str) -> Any:
     except RecursionError:
         raise _too_deep() from None
     except json.JSONDecodeError as exc:
-        # Cut short: the error is at the very end, or a string runs on to the end.
-        truncated = exc.pos >= len(exc.doc.rstrip()) or exc.msg.startswith("Unterminated string")
+        truncated = _cut_short(exc)
         reason = f"{exc.msg} at character {exc.pos}"
         if truncated:
             reason = f"the document ends early ({exc.msg} at character {exc.pos})"
         raise JsonProblem(reason, truncated=truncated) from None
     except UnicodeDecodeError as exc:
-        raise JsonProblem(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        # Cut inside a character of several bytes: the text ends early, it is not a wrong one.
+        cut = exc.end >= len(exc.object) and exc.reason == "unexpected end of data"
+        what = "the document ends early, inside a character" if cut else "not UTF-8 text"
+        raise JsonProblem(f"{what} ({exc.reason} at byte {exc.start})", truncated=cut) from None
 
 
 def parse(body: bytes) -> Document:

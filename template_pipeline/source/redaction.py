@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 REDACTED = "[redacted]"
+# What ``describe.shorten`` appends where it cut a server's text.
+ELLIPSIS = "…"
 # Shorter strings are not redacted: replacing "a" everywhere would make messages unreadable
 # (a key that short is refused by nobody, but it is not a secret worth the noise either).
 MIN_SECRET_CHARS = 4
@@ -123,30 +125,65 @@ class Redactor:
     def __repr__(self) -> str:
         return f"Redactor({len(self._patterns)} secret(s))"
 
-    def _candidates(self, text: str) -> list[re.Pattern[str]]:
+    def _candidate_secrets(self, text: str) -> list[str]:
+        """The secrets that may occur in ``text``, longest first (see the class)."""
         lowered, width = text.lower(), MIN_SECRET_CHARS
         grams = {lowered[i : i + width] for i in range(len(lowered) - width + 1)}
         found = set(self._always)
         for gram in grams & self._by_prefix.keys():
             found |= self._by_prefix[gram]
         # A longer secret first: one that contains another is replaced whole.
-        return [self._patterns[s] for s in sorted(found, key=len, reverse=True)]
+        return sorted(found, key=len, reverse=True)
+
+    def _candidates(self, text: str) -> list[re.Pattern[str]]:
+        return [self._patterns[s] for s in self._candidate_secrets(text)]
 
     def redact(self, text: str) -> str:
         if not self._patterns or not text:
             return text
         if self._combined is not None:
-            return self._combined.sub(REDACTED, text)
-        for pattern in self._candidates(text):
-            text = pattern.sub(REDACTED, text)
-        return text
+            text = self._combined.sub(REDACTED, text)
+        else:
+            for pattern in self._candidates(text):
+                text = pattern.sub(REDACTED, text)
+        return self._cut_forms(text) if ELLIPSIS in text else text
 
     def contains(self, text: str) -> bool:
         if not self._patterns or not text:
             return False
+        if ELLIPSIS in text and self._cut_forms(text) != text:
+            return True
         if self._combined is not None:
             return self._combined.search(text) is not None
         return any(pattern.search(text) for pattern in self._candidates(text))
+
+    def _cut_forms(self, text: str) -> str:
+        """``text`` without the beginnings of secrets that end in an ellipsis.
+
+        A server's text is shortened before the transport redacts it (``describe.shorten``
+        cuts it and appends ``…``): a key echoed across the cut leaves a prefix that no form
+        matches. Any prefix of a form, of at least :data:`MIN_SECRET_CHARS` characters, right
+        before an ellipsis is replaced as well.
+        """
+        forms = sorted(
+            {form.lower() for secret in self._candidate_secrets(text) for form in _forms(secret)},
+            key=len,
+            reverse=True,
+        )
+        pieces = text.split(ELLIPSIS)
+        for index, piece in enumerate(pieces[:-1]):
+            cut = max((_tail_overlap(piece.lower(), form) for form in forms), default=0)
+            if cut >= MIN_SECRET_CHARS:
+                pieces[index] = piece[:-cut] + REDACTED
+        return ELLIPSIS.join(pieces)
+
+
+def _tail_overlap(text: str, form: str) -> int:
+    """The length of the longest proper prefix of ``form`` that ``text`` ends with."""
+    for length in range(min(len(text), len(form) - 1), MIN_SECRET_CHARS - 1, -1):
+        if text.endswith(form[:length]):
+            return length
+    return 0
 
 
 def _worth_redacting(secret: str) -> bool:

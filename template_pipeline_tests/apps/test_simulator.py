@@ -847,3 +847,72 @@ def test_churn_refuses_shares_out_of_range():
         churn(data, changed=1.5)
     with pytest.raises(ValueError, match="exceed"):
         churn(data, changed=0.6, deleted=0.6)
+
+
+# --- random faults (the soak) --------------------------------------------------------------------
+
+CHAOS = {"5xx": 0.1, "429": 0.1, "slow": 0.1, "reset": 0.1, "truncated": 0.1}
+
+
+def test_random_faults_are_drawn_per_kind_and_counted():
+    site = SimSite(key="chaos", api_key="k", seed=9, faults=Faults(fault_rates=CHAOS))
+    data = generate_site_data(SimSite(key="chaos", api_key="k", paintings=0))
+
+    def decisions() -> tuple[list[str], SiteRuntime]:
+        runtime = SiteRuntime(site=site, data=data)
+        return [runtime.next_fault().kind for _ in range(3000)], runtime
+
+    kinds, runtime = decisions()
+    assert kinds == decisions()[0]  # deterministic from the seed
+    counted = {kind: kinds.count(kind) for kind in CHAOS}
+    assert dict(runtime.injected) == counted and runtime.faulted == sum(counted.values())
+    # Each kind about a tenth of the requests, half of them served normally.
+    assert all(0.07 < count / len(kinds) < 0.13 for count in counted.values()), counted
+    assert 0.45 < kinds.count("") / len(kinds) < 0.55
+
+
+def test_random_faults_leave_other_sites_sequences_alone():
+    plain = SimSite(key="noisy", api_key="k", seed=4, faults=Faults(error_rate=0.3))
+    data = generate_site_data(SimSite(key="noisy", api_key="k", paintings=0))
+    runtime = SiteRuntime(site=plain, data=data)
+    statuses = [runtime.next_fault().status for _ in range(50)]
+    again = SiteRuntime(site=plain, data=data)
+    assert statuses == [again.next_fault().status for _ in range(50)]
+    assert set(runtime.injected) == {"5xx"}
+
+
+@pytest.mark.parametrize(
+    ("rates", "message"),
+    [
+        ({"teapot": 0.1}, "fault_rates kinds"),
+        ({"5xx": 1.5}, "within"),
+        (CHAOS | {"5xx": 0.7}, "add up"),
+    ],
+)
+def test_random_fault_rates_are_validated(rates, message):
+    with pytest.raises(ValueError, match=message):
+        SimSite(key="x", api_key="k", faults=Faults(fault_rates=rates))
+
+
+def test_random_faults_on_the_wire_and_their_counts_endpoint(http):
+    faults = Faults(fault_rates={"reset": 0.5, "slow": 0.5}, slow_fault_ms=300)
+    site = SimSite(key="wire", api_key="k-wire", seed=3, paintings=30, faults=faults)
+    with SimulatorServer([site]) as server:
+        outcomes = []
+        for _ in range(8):
+            started = time.perf_counter()
+            try:
+                response = http.get(
+                    f"{server.base_url('wire')}api/export/paintings",
+                    headers={"X-API-Key": "k-wire"},
+                    timeout=TIMEOUT,
+                )
+                orjson.loads(response.content)
+                outcomes.append("slow" if time.perf_counter() - started >= 0.3 else "served")
+            except requests.exceptions.ChunkedEncodingError:  # the body was cut short
+                outcomes.append("reset")
+        counts = http.get(f"{server.url}/_simulator/faults", timeout=TIMEOUT).json()
+        assert counts == server.fault_counts()
+    injected = counts["wire"]["injected"]
+    assert injected == {kind: outcomes.count(kind) for kind in ("reset", "slow")}
+    assert counts["wire"]["requests"] == 8 and counts["wire"]["faulted"] == 8

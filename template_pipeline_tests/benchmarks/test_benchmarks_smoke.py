@@ -12,7 +12,10 @@ Behaviour under test:
 - smoke runs (marked ``slow``): each benchmark runs end to end at toy sizes (simulator in its own
   process, fresh databases, Dagster, for the nightly the daemon and the run queue), exits 0,
   prints its targets table, drops its databases; an unchanged re-sync writes no entity row, and
-  only the site with a refused key fails. Nothing here asserts a speed.
+  only the site with a refused key fails; the soak, under random faults, loses and duplicates
+  nothing, quarantines every invalid record, fails and alerts only its two broken sites, once
+  each, and its second sync writes nothing (and its audit counts what it should). Nothing here
+  asserts a speed.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import _common as common  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 import bench_nightly  # noqa: E402
 import bench_site  # noqa: E402
+import soak  # noqa: E402
 
 SMOKE_TIMEOUT_S = 600
 
@@ -360,8 +364,12 @@ def test_client_reads_the_environment_proxies_once_for_its_origin(monkeypatch):
 # Smoke runs of the benchmarks at toy sizes
 
 
-def _run_benchmark(script: str, args: list[str], server_url: str, tmp_path: Path) -> dict:
-    """The benchmark's figures, and under ``_pid`` the process id its database names carry."""
+def _run_benchmark(
+    script: str, args: list[str], server_url: str, tmp_path: Path, table: str = "| target"
+) -> dict:
+    """The benchmark's figures, and under ``_pid`` the process id its database names carry.
+
+    ``table``: how the header of the table of targets (or invariants) starts."""
     output = tmp_path / "figures.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "TEMPLATE_"))}
     env[common.BENCH_DATABASE_URL_ENV] = server_url
@@ -379,7 +387,7 @@ def _run_benchmark(script: str, args: list[str], server_url: str, tmp_path: Path
             stdout, stderr = process.communicate()
             raise AssertionError(f"{script} timed out: {stdout[-3000:]}{stderr[-3000:]}") from None
     assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    assert "| target" in stdout and "met?" in stdout
+    assert table in stdout and ("met?" in stdout or "holds?" in stdout)
     return {**json.loads(output.read_text(encoding="utf-8")), "_pid": process.pid}
 
 
@@ -479,3 +487,66 @@ def test_bench_cli_sync_runs_the_command_twice_at_toy_size(postgres_server_url, 
     assert resync["audit"]["unchanged"] == first["audit"]["written"]["inserted"]
     assert first["cpu_s"] > 0 and first["wall_s"] > 0
     assert _leftover_bench_databases(postgres_server_url, figures["_pid"]) == []
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_soak_holds_its_invariants_at_the_small_size(postgres_server_url, tmp_path):
+    # Five sites in one run a night, a retry budget of two: about 90 s on a quiet machine.
+    figures = _run_benchmark(
+        "soak.py",
+        ["--sites", "5", "--sites-per-run", "5", "--max-retries", "2", "--fault-rate", "0.3"],
+        postgres_server_url,
+        tmp_path,
+        table="| invariant",
+    )
+
+    audit, broken = figures["audit"], sorted([figures["revoked_site"], figures["failing_site"]])
+    records = audit["records"]
+    assert records["lost"] == records["duplicates"] == records["unexpected"] == 0
+    assert records["valid"] > 0 and records["invalid"] > 0 and records["not_quarantined"] == 0
+    assert sorted(audit["failed_partitions"]) == broken
+    assert audit["alerts_first_night"] == dict.fromkeys(broken, 1)
+    assert not any(audit["second_sync_rows_written"].values())
+    totals = soak.fault_totals(figures["faults"], set(broken))
+    assert totals["injected"]["revoked"] > 0 and totals["injected"]["failing"] > 0
+    assert sum(totals["injected"].get(kind, 0) for kind in soak.RANDOM_KINDS) > 0
+    assert totals["retried_to_success"] > 0
+    assert _leftover_bench_databases(postgres_server_url, figures["_pid"]) == []
+
+
+def test_soak_audit_counts_lost_duplicated_and_unquarantined_records():
+    from collections import Counter
+
+    truth = {
+        "ok": {"paintings": {"valid": {"1", "2", "3"}, "invalid": {"4.5"}}},
+        "broken": {"paintings": {"valid": {"1", "2"}, "invalid": set()}},
+    }
+    stored = {
+        ("ok", "paintings"): Counter({"1": 1, "2": 2, "9": 1}),
+        ("broken", "paintings"): Counter({"1": 1}),
+    }
+    rejected = {("ok", "paintings"): Counter()}
+    figures = soak.audit_records(truth, stored, rejected, {"broken"})
+    assert (figures["lost"], figures["duplicates"], figures["unexpected"]) == (1, 1, 1)
+    assert figures["not_quarantined"] == 1
+    assert figures["half_written"] == ["broken/paintings"]
+
+
+def test_soak_invariants_fail_on_a_second_alert_or_a_rewrite():
+    figures = {
+        "revoked_site": "b",
+        "failing_site": "c",
+        "audit": {
+            "records": {"lost": 0, "duplicates": 0, "half_written": []},
+            "failed_partitions": {"b": ["paintings"], "c": ["orders"]},
+            "alerts_first_night": {"b": 2, "c": 1},
+            "second_sync_failed_sites": ["b", "c"],
+            "second_sync_rows_written": {"template_paintings": 3, "template_users": 0},
+        },
+    }
+    verdicts = {row[0]: row[3] for row in soak.invariants(figures)}
+    assert verdicts["valid records lost"] == "yes"
+    assert verdicts["run alerts of the first night, per site"] == "**no**"
+    assert verdicts["entity rows written by the second sync (xmin)"] == "**no**"
+    assert verdicts["sites with failed partitions"] == "yes"

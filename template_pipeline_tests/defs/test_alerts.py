@@ -360,3 +360,22 @@ def test_a_failing_sink_never_stops_the_others(database_url, receiver):
 
 def _refusing_post(*args, **kwargs):
     raise requests.ConnectionError("connection refused to http://host/services/secret-token")
+
+
+def test_debug_logging_of_the_webhook_post_never_shows_its_token(database_url, receiver, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    site = unique_site("alr")
+    token = f"T0{site}/B0/hook-token-{site}"
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/services/{token}"
+    delivery = deliver(
+        Alert(f"health:{site}:debug", "health", "ERROR", "down", site=site),
+        engine=db.get_engine(database_url),
+        webhook_url=url,
+        log=logging.getLogger("template_pipeline.tests.alerts"),
+    )
+    assert delivery.webhook_status == "sent"
+    # urllib3 logged its request line (with -v an operator sees it), without the path.
+    assert any(r.name.startswith("urllib3") and "POST" in r.getMessage() for r in caplog.records)
+    assert token not in caplog.text and "hook-token" not in caplog.text

@@ -410,6 +410,52 @@ def test_truncated_json_is_retried_then_says_so(mock, make_client, sleeper):
     assert info.value.retryable is True and info.value.attempts == 3
 
 
+@pytest.mark.parametrize(
+    "cut",
+    [
+        '{"success": tr',  # inside a literal: the parser fails where it starts, not at the end
+        '{"data": [{"id": 1, "sold": fals',
+        '{"data": [{"id": 1, "image": nu',
+        '{"data": [{"id": 1, "price": 12.',
+        '{"data": [{"id": 1, "price": -',
+        '{"data": [{"id": 1, "price": 1e',
+    ],
+)
+def test_json_cut_inside_a_number_or_literal_is_truncated_too(mock, make_client, sleeper, cut):
+    # Found by the soak: a half body cut inside `true` or `null` was taken for invalid JSON,
+    # not retried, and failed its entity for the night.
+    mock.get(url("users"), body=cut, content_type="application/json")
+    with pytest.raises(TemplateResponseError) as info:
+        make_client(max_retries=1).fetch_list("users")
+    assert len(mock.calls) == 2
+    assert "truncated JSON" in str(info.value) and info.value.retryable is True
+
+
+def test_json_cut_inside_a_character_of_several_bytes_is_truncated(mock, make_client, sleeper):
+    # Found by the 800-site soak: a page of French names cut in the middle of an "é".
+    body = '{"data": [{"id": 1, "name": "Scène"}]}'.encode()
+    cut = body[: body.index("è".encode()) + 1]
+    mock.get(url("users"), body=cut, content_type="application/json")
+    with pytest.raises(TemplateResponseError) as info:
+        make_client(max_retries=1).fetch_list("users")
+    assert len(mock.calls) == 2
+    assert "truncated JSON" in str(info.value) and info.value.retryable is True
+    # A body that is not UTF-8 at all stays an error of its own, not retried.
+    mock.get(url("orders"), body=b'{"data": ["\xff\xfe"]}', content_type="application/json")
+    with pytest.raises(TemplateResponseError, match="not UTF-8") as info:
+        make_client().fetch_list("orders")
+    assert info.value.retryable is False
+
+
+def test_a_misspelt_literal_inside_the_document_is_still_invalid_json(mock, make_client):
+    mock.get(
+        url("users"), body='{"data": [{"id": 1, "sold": tru}]}', content_type="application/json"
+    )
+    with pytest.raises(TemplateResponseError, match="invalid JSON") as info:
+        make_client().fetch_list("users")
+    assert len(mock.calls) == 1 and info.value.retryable is False
+
+
 # -- statuses and retries ---------------------------------------------------------------------
 
 

@@ -188,3 +188,24 @@ def test_a_key_containing_another_is_replaced_whole():
 def test_a_key_that_is_not_ascii_is_still_found_among_many():
     keys = ["clé-İstanbul-9", *(f"other-key-{i}" for i in range(20))]
     assert Redactor(keys).redact("the key clé-İstanbul-9 leaked") == f"the key {REDACTED} leaked"
+
+
+@pytest.mark.parametrize("form", forms(KEY))
+def test_a_form_cut_short_by_the_message_limit_is_redacted_too(form):
+    from template_pipeline.source.describe import shorten
+
+    many = Redactor([KEY, *(f"other-key-{i}" for i in range(20))])
+    for redactor in (Redactor([KEY]), many):
+        for cut in range(4, len(form)):
+            message = f"Unauthorized: key {form} was sent"
+            # The server's text is bounded before the transport redacts it.
+            text = "(server says: " + shorten(message, len("Unauthorized: key ") + cut + 1) + ")"
+            redacted = redactor.redact(text)
+            assert form[:cut] not in redacted and redacted.endswith(f"{REDACTED}…)"), redacted
+            assert redactor.contains(text)
+
+
+def test_an_ellipsis_after_ordinary_text_is_left_alone():
+    redactor = Redactor([KEY])
+    for text in ("GET http://site.example/api/export/paintings?…", "page title 'sk…'", "…"):
+        assert redactor.redact(text) == text and not redactor.contains(text)

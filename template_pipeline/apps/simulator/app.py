@@ -19,6 +19,7 @@ import asyncio
 import hmac
 import logging
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
@@ -32,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from template_pipeline.apps.simulator import hostile
-from template_pipeline.apps.simulator.config import SimSite
+from template_pipeline.apps.simulator.config import RANDOM_FAULT_KINDS, Faults, SimSite
 from template_pipeline.apps.simulator.data import TABLES, SiteData, generate_site_data
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ LIST_ENDPOINTS: dict[str, str] = {
 }
 ENDPOINTS: tuple[str, ...] = ("settings", *LIST_ENDPOINTS, "stats", "full")
 DEFAULT_LIMIT = 100
+# What was injected so far, per site (``fault_counts``): not part of the Template API.
+FAULTS_PATH = "/_simulator/faults"
 
 _JSON = "application/json"
 _HTML_ERROR_PAGE = (
@@ -89,18 +92,35 @@ def format_retry_after(seconds: float) -> str:
     return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Fault:
     status: int = 200  # answer this status with a JSON error body (when not 200)
     html: bool = False  # answer 200 with an HTML page
     truncate: bool = False  # answer 200 with the JSON body cut in the middle
+    slow_s: float = 0.0  # hold the answer this long before it starts
+    reset: bool = False  # cut the connection halfway through the body
+    kind: str = ""  # what is counted in SiteRuntime.injected
 
     @property
     def served(self) -> bool:
-        return self.status == 200 and not self.html and not self.truncate
+        return not self.kind
 
 
 _SERVE = _Fault()
+
+
+def _random_fault(kind: str, faults: Faults, status_draw: float) -> _Fault:
+    """A fault of ``config.RANDOM_FAULT_KINDS``."""
+    if kind == "5xx":
+        statuses = _RANDOM_ERROR_STATUSES
+        return _Fault(status=statuses[int(status_draw * len(statuses))], kind=kind)
+    if kind == "429":
+        return _Fault(status=429, kind=kind)
+    if kind == "slow":
+        return _Fault(slow_s=faults.slow_fault_ms / 1000, kind=kind)
+    if kind == "reset":
+        return _Fault(reset=True, kind=kind)
+    return _Fault(truncate=True, kind="truncated")
 
 
 @dataclass
@@ -111,6 +131,8 @@ class SiteRuntime:
     data: SiteData
     requests: int = 0
     faulted: int = 0  # how many faulted answers, for tests and benchmarks
+    # Faulted answers by kind (5xx, 429, slow, reset, truncated, html, revoked, failing, ...).
+    injected: Counter[str] = field(default_factory=Counter)
     _consecutive_faults: int = 0
     _rng: random.Random = field(init=False)
 
@@ -123,35 +145,44 @@ class SiteRuntime:
         faults = self.site.faults
         if not faults.active:
             return _SERVE
-        n = self.requests
-        # Always draw, so the decision for request n does not depend on the other rules.
-        draw = self._rng.random()
-        status_draw = self._rng.random()
-        if faults.revoke_after and n > faults.revoke_after:
-            decision = _Fault(status=401)
-        elif faults.fail_after and n > faults.fail_after:
-            decision = _Fault(status=500)
-        elif n <= len(faults.script):
-            decision = _Fault(status=faults.script[n - 1])
-        elif 0 < faults.max_consecutive_faults <= self._consecutive_faults:
-            decision = _SERVE
-        elif faults.rate_limit_every and n % faults.rate_limit_every == 0:
-            decision = _Fault(status=429)
-        elif draw < faults.error_rate:
-            statuses = _RANDOM_ERROR_STATUSES
-            decision = _Fault(status=statuses[int(status_draw * len(statuses))])
-        elif faults.html_every and n % faults.html_every == 0:
-            decision = _Fault(html=True)
-        elif faults.truncate_every and n % faults.truncate_every == 0:
-            decision = _Fault(truncate=True)
-        else:
-            decision = _SERVE
+        decision = self._decide(faults, self.requests)
         if decision.served:
             self._consecutive_faults = 0
         else:
             self._consecutive_faults += 1
             self.faulted += 1
+            self.injected[decision.kind] += 1
         return decision
+
+    def _decide(self, faults: Faults, n: int) -> _Fault:
+        # Always draw, so the decision for request n does not depend on the other rules.
+        draw = self._rng.random()
+        status_draw = self._rng.random()
+        # A third draw only for sites with random faults: other sites keep their sequences.
+        chaos = self._rng.random() if faults.fault_rates else 1.0
+        if faults.revoke_after and n > faults.revoke_after:
+            return _Fault(status=401, kind="revoked")
+        if faults.fail_after and n > faults.fail_after:
+            return _Fault(status=500, kind="failing")
+        if n <= len(faults.script):
+            status = faults.script[n - 1]
+            return _SERVE if status == 200 else _Fault(status=status, kind=f"script-{status}")
+        if 0 < faults.max_consecutive_faults <= self._consecutive_faults:
+            return _SERVE
+        if faults.rate_limit_every and n % faults.rate_limit_every == 0:
+            return _Fault(status=429, kind="429")
+        if draw < faults.error_rate:
+            statuses = _RANDOM_ERROR_STATUSES
+            return _Fault(status=statuses[int(status_draw * len(statuses))], kind="5xx")
+        if faults.html_every and n % faults.html_every == 0:
+            return _Fault(html=True, kind="html")
+        if faults.truncate_every and n % faults.truncate_every == 0:
+            return _Fault(truncate=True, kind="truncated")
+        for kind in RANDOM_FAULT_KINDS:
+            chaos -= faults.fault_rates.get(kind, 0.0)
+            if chaos < 0:
+                return _random_fault(kind, faults, status_draw)
+        return _SERVE
 
 
 class _BadRequest(Exception):
@@ -236,8 +267,8 @@ class _Export:
             if redirect is not None:
                 return redirect
         fault = runtime.next_fault()
-        if faults.slow_ms:
-            await asyncio.sleep(faults.slow_ms / 1000)
+        if faults.slow_ms or fault.slow_s:
+            await asyncio.sleep(faults.slow_ms / 1000 + fault.slow_s)
         if not fault.served:
             echo = runtime.site.api_key if faults.echo_key else None
             faulted = _faulted_response(fault, faults.retry_after, echo)
@@ -249,6 +280,8 @@ class _Export:
         if fault.truncate:
             # A proper prefix of a JSON document is never valid JSON.
             body = body[: len(body) // 2]
+        if fault.reset:
+            return hostile.cut_short(body)
         if faults.shapes_body:
             return hostile.streamed(body, faults)
         return Response(body, media_type=_JSON)
@@ -306,10 +339,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(status, _phrase(status), headers=headers)
 
 
+def fault_counts(runtimes: dict[str, SiteRuntime]) -> dict[str, dict[str, Any]]:
+    """Per site: requests counted, faulted answers, and those by kind (what was injected)."""
+    return {
+        key: {
+            "requests": runtime.requests,
+            "faulted": runtime.faulted,
+            "injected": dict(runtime.injected),
+        }
+        for key, runtime in runtimes.items()
+    }
+
+
 def build_app(sites: list[SimSite]) -> Starlette:
     """The simulator application; ``app.state.data`` maps each site key to its ``SiteData``.
 
-    ``app.state.runtime`` maps each key to its :class:`SiteRuntime` (request counters).
+    ``app.state.runtime`` maps each key to its :class:`SiteRuntime` (request counters);
+    ``GET /_simulator/faults`` answers :func:`fault_counts`.
     """
     if not sites:
         raise ValueError("the simulator needs at least one site")
@@ -319,8 +365,14 @@ def build_app(sites: list[SimSite]) -> Starlette:
             raise ValueError(f"simulated site {site.key!r} is listed twice")
         runtimes[site.key] = SiteRuntime(site=site, data=generate_site_data(site))
     export = _Export(runtimes, sites[0].key)
+
+    async def faults_endpoint(request: Request) -> Response:
+        # The simulator's own bookkeeping, for benchmarks in another process: no key, no secret.
+        return _json(fault_counts(runtimes))
+
     app = Starlette(
         routes=[
+            Route(FAULTS_PATH, faults_endpoint, methods=["GET"]),
             Route("/t/{key}/api/export/{endpoint}", export.handle, methods=["GET"]),
             Route("/api/export/{endpoint}", export.handle, methods=["GET"]),
         ],

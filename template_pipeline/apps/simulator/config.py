@@ -32,9 +32,14 @@ _COUNTS = (
     "stall_ms",
     "reset_after_bytes",
     "gzip_bomb_bytes",
+    "slow_fault_ms",
 )
+# What ``Faults.fault_rates`` may inject at random: a 5xx, a 429 with ``Retry-After``, an answer
+# held ``slow_fault_ms`` before it starts (past a short read timeout), a connection cut mid-body
+# (short of its Content-Length), a 200 whose JSON is cut in the middle.
+RANDOM_FAULT_KINDS = ("5xx", "429", "slow", "reset", "truncated")
 # Sizes of a poison, not switches of their own.
-_SIZES = ("poison_bytes", "deep_levels")
+_SIZES = ("poison_bytes", "deep_levels", "slow_fault_ms")
 # What ``Faults.poison`` may make of a record (see hostile.py for each).
 POISON_KINDS = (
     "huge-id",
@@ -74,13 +79,16 @@ class Faults:
     3. ``error_rate``: that share of requests, drawn from a RNG seeded by the site, is answered
        500, 502 or 503;
     4. ``html_every``: every Nth request is answered 200 with an HTML proxy error page;
-    5. ``truncate_every``: every Nth request is answered 200 with its JSON cut in the middle.
+    5. ``truncate_every``: every Nth request is answered 200 with its JSON cut in the middle;
+    6. ``fault_rates``: each kind of ``RANDOM_FAULT_KINDS`` injected at random into that share
+       of the requests (a RNG seeded by the site; the kinds' shares add up to at most 1).
 
     ``slow_ms`` delays every counted request; ``ignore_offset`` makes list endpoints always
     serve their first page (a buggy server a client must detect instead of looping forever).
     ``max_consecutive_faults`` (0 = unlimited) serves a request normally once that many
     faulted answers in a row were given (``script`` ones count, but ``script`` itself is always
-    honoured): a client that retries that many times is then sure to succeed.
+    honoured): a client that retries that many times is then sure to succeed. Every faulted
+    answer is counted by kind (``SiteRuntime.injected``, the simulator's ``/_simulator/faults``).
 
     Hostile servers (:mod:`.hostile`), each off by default: ``revoke_after`` / ``fail_after``
     answer 401 / 500 to every request after the Nth (a key revoked, a site failing half-way);
@@ -119,6 +127,8 @@ class Faults:
     gzip_bomb_bytes: int = 0
     echo_key: bool = False
     redirect_with_key: bool = False
+    fault_rates: dict[str, float] = field(default_factory=dict)
+    slow_fault_ms: int = 3000
 
     def validate(self, site_key: str) -> None:
         problems = []
@@ -141,6 +151,7 @@ class Faults:
         unknown = sorted({kind for kind in self.poison.values() if kind not in POISON_KINDS})
         if unknown:
             problems.append(f"poison kinds must be among {', '.join(POISON_KINDS)}, got {unknown}")
+        problems += _rate_problems(self.fault_rates)
         if problems:
             raise ValueError(f"simulated site {site_key!r}: faults: " + "; ".join(problems))
 
@@ -155,6 +166,7 @@ class Faults:
             or self.poison
             or self.echo_key
             or self.redirect_with_key
+            or any(self.fault_rates.values())
             or any(getattr(self, name) for name in _COUNTS if name not in _SIZES)
         )
 
@@ -162,6 +174,21 @@ class Faults:
     def shapes_body(self) -> bool:
         """Whether answered bodies are trickled, stalled or cut."""
         return bool(self.trickle_bytes or self.stall_after_bytes or self.reset_after_bytes)
+
+
+def _rate_problems(rates: dict[str, float]) -> list[str]:
+    problems = []
+    unknown = sorted(kind for kind in rates if kind not in RANDOM_FAULT_KINDS)
+    if unknown:
+        problems.append(
+            f"fault_rates kinds must be among {', '.join(RANDOM_FAULT_KINDS)}, got {unknown}"
+        )
+    bad = {k: v for k, v in rates.items() if not isinstance(v, int | float) or not 0 <= v <= 1}
+    if bad:
+        problems.append(f"fault_rates must be shares within [0, 1], got {bad!r}")
+    elif sum(rates.values()) > 1:
+        problems.append(f"fault_rates must add up to at most 1, got {sum(rates.values()):g}")
+    return problems
 
 
 @dataclass

@@ -23,7 +23,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from template_pipeline.apps.simulator.config import POISON_KINDS, Faults
 
-__all__ = ["POISON_KINDS", "gzip_bomb", "page_of", "poison_page", "streamed"]
+__all__ = ["POISON_KINDS", "cut_short", "gzip_bomb", "page_of", "poison_page", "streamed"]
 
 _JSON = "application/json"
 # Raw JSON tokens no serialiser writes (numbers no double or int64 holds, NaN, a lone
@@ -153,6 +153,18 @@ async def _chunks(body: bytes, faults: Faults) -> AsyncIterator[bytes]:
         raise SimulatedReset("simulated connection reset mid-body")
     await asyncio.sleep(faults.stall_ms / 1000)
     yield body[cut:]
+
+
+async def _cut(body: bytes) -> AsyncIterator[bytes]:
+    yield body[: len(body) // 2]
+    raise SimulatedReset("simulated connection reset mid-body")
+
+
+def cut_short(body: bytes) -> Response:
+    """``body`` announced whole (Content-Length) and cut halfway: a connection reset mid-body."""
+    return StreamingResponse(
+        _cut(body), media_type=_JSON, headers={"Content-Length": str(len(body))}
+    )
 
 
 def streamed(body: bytes, faults: Faults) -> Response:

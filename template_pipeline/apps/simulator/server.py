@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import uvicorn
 
 from template_pipeline.apps.http_server import BackgroundServer, client_host
-from template_pipeline.apps.simulator.app import SiteRuntime, build_app
+from template_pipeline.apps.simulator.app import SiteRuntime, build_app, fault_counts
 from template_pipeline.apps.simulator.config import SimSite
 from template_pipeline.apps.simulator.data import SiteData
 
@@ -63,6 +64,10 @@ class SimulatorServer(BackgroundServer):
     def request_count(self, key: str) -> int:
         """Requests of site ``key`` that reached the fault logic (authenticated, well-formed)."""
         return self._runtime(key).requests
+
+    def fault_counts(self) -> dict[str, dict[str, Any]]:
+        """Per site: requests, faulted answers, faults by kind (``/_simulator/faults``)."""
+        return fault_counts(self.app.state.runtime)
 
     def sites_file_entries(self, env_prefix: str = DEFAULT_ENV_PREFIX) -> list[dict[str, str]]:
         """Entries for ``template_pipeline.domain.sites.write_sites_file``."""

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 import sqlalchemy as sa
@@ -29,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from template_pipeline.domain import config
 from template_pipeline.domain.vocabulary import ALERT_SEVERITIES, Severity, WebhookStatus
 from template_pipeline.domain.vocabulary import AlertSource as Source
+from template_pipeline.source.redaction import install_log_redaction, register_secret
 from template_pipeline.store.ops_tables import template_alerts
 
 SEVERITY_RANK = {name: rank for rank, name in enumerate(ALERT_SEVERITIES)}
@@ -38,6 +40,8 @@ _SLACK_COLORS = {"INFO": "#2eb886", "WARN": "#daa038", "ERROR": "#d00000"}
 
 
 _MAX_MESSAGE_CHARS = 1500
+# The shortest part of the webhook URL worth keeping out of the logs (see protect_webhook_url).
+_MIN_PROTECTED_CHARS = 12
 
 
 class AlertLog(Protocol):
@@ -174,6 +178,7 @@ def deliver(
     {"ERROR": log.error, "WARN": log.warning}.get(alert.severity, log.info)(line)
 
     if webhook_url:
+        protect_webhook_url(webhook_url)
         try:
             response = post(webhook_url, json=slack_message(alert), timeout=timeout)
             response.raise_for_status()
@@ -195,6 +200,21 @@ def deliver(
         except Exception as exc:  # the alert went out; only its bookkeeping is missing
             log.warning("could not record the webhook outcome of an alert: %s", type(exc).__name__)
     return delivery
+
+
+def protect_webhook_url(url: str) -> None:
+    """Keep the webhook's URL out of every log: it carries a token (Slack's is in its path).
+
+    With debug logging (``-v``) urllib3 logs each request line, the path and query included:
+    both, and the whole URL, are registered with the log redaction the clients use for keys.
+    """
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    for secret in (url, target):
+        # A bare "/" or "/hook" is no secret, and redacting it would blank unrelated lines.
+        if len(secret) >= _MIN_PROTECTED_CHARS:
+            register_secret(secret)
+    install_log_redaction(root_handlers=False)
 
 
 def _open_alert_filter(
