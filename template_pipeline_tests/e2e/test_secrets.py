@@ -157,18 +157,24 @@ def alert_hook() -> Iterator[ThreadingHTTPServer]:
 # --- what the system does -------------------------------------------------------------------------
 
 
-def _sync_command(env: dict[str, str]) -> list[tuple[str, str]]:
+def _command(env: dict[str, str], name: str) -> list[tuple[str, str]]:
     done = subprocess.run(
-        [sys.executable, "-m", "template_pipeline.cli", "-v", "sync"],
+        [sys.executable, "-m", "template_pipeline.cli", "-v", name],
         env=env,
         cwd=harness.REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=SYNC_TIMEOUT_S,
     )
-    # 1: a site failed (the revoked one); anything else is a crash.
+    # 1: a site failed or is down (the revoked one); anything else is a crash.
     assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
-    return [("sync stdout", done.stdout), ("sync stderr", done.stderr)]
+    return [(f"{name} stdout", done.stdout), (f"{name} stderr", done.stderr)]
+
+
+def _sync_command(env: dict[str, str]) -> list[tuple[str, str]]:
+    """``sync``, then the commands an operator runs after it: ``health`` probes every site
+    (the echoing one too) and ``status`` prints the fleet, failures and their errors included."""
+    return [pair for name in ("sync", "health", "status") for pair in _command(env, name)]
 
 
 def _daemon_runs(live: harness.SimulatedDeployment) -> list[str]:
@@ -373,6 +379,7 @@ def test_the_sync_ran_and_the_servers_echoed_the_keys(written):
     output = dict(written["sync command output"])
     assert REDACTED in output["sync stdout"]
     assert f"token={REDACTED}" in output["sync stderr"]
+    assert "sec-revoked" in output["health stdout"] and "sec-revoked" in output["status stdout"]
     # The daemon-launched runs' compute logs were among the files searched.
     assert any("compute_logs" in name and name.endswith(".err") for name, _ in written["files"])
 
