@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -542,6 +542,27 @@ def setup_logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def run_and_report(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[dict[str, Any]], tuple[str, bool]],
+    label: str = "benchmark",
+) -> tuple[dict[str, Any], bool]:
+    """What every benchmark's ``main`` does: run it with its signals turned into
+    ``KeyboardInterrupt`` (so every cleanup runs), print its report and wall time, and write
+    its figures to ``--json``. Returns the figures and whether the report's checks held."""
+    setup_logging(args.verbose)
+    interrupt_on_signals()
+    started = time.perf_counter()
+    figures = run(args)
+    text, held = report(figures)
+    print(text)
+    print(f"\n{label} wall time: {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
+    return figures, held
 
 
 def progress(message: str) -> None:

@@ -261,15 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    common.setup_logging(args.verbose)
-    common.interrupt_on_signals()
-    started = time.perf_counter()
-    figures = run(args)
-    text, _, held = summarise(figures)
-    print(text)
-    print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
+
+    def report(figures: dict[str, Any]) -> tuple[str, bool]:
+        text, _, held = summarise(figures)
+        return text, held
+
+    figures, held = common.run_and_report(args, run, report)
     if not held:
         print("\nfirst sync's output:\n" + figures["first_sync"]["output_tail"], file=sys.stderr)
     return 0 if held else 1

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -431,16 +430,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "child":
         return child_main(argv[1:])
     args = build_parser().parse_args(argv)
-    common.setup_logging(args.verbose)
-    common.interrupt_on_signals()
-    started = time.perf_counter()
-    figures = run(args)
-    text, _ = summarise(figures)
-    print(text)
-    print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
-    return 0 if figures["runs"]["only_refused_failed"] else 1
+
+    def report(figures: dict[str, Any]) -> tuple[str, bool]:
+        return summarise(figures)[0], bool(figures["runs"]["only_refused_failed"])
+
+    _, held = common.run_and_report(args, run, report)
+    return 0 if held else 1
 
 
 if __name__ == "__main__":

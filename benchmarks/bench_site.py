@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import resource
 import sys
@@ -826,16 +825,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "child":
         return child_main(argv[1:])
     args = build_parser().parse_args(argv)
-    common.setup_logging(args.verbose)
-    common.interrupt_on_signals()
-    started = time.perf_counter()
-    figures = run(args)
-    text, _ = summarise(figures, args.scale)
-    print(text)
-    print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
-    ok = all(sync["success"] for _, sync in _all_syncs(figures))
+
+    def report(figures: dict[str, Any]) -> tuple[str, bool]:
+        ok = all(sync["success"] for _, sync in _all_syncs(figures))
+        return summarise(figures, args.scale)[0], ok
+
+    _, ok = common.run_and_report(args, run, report)
     return 0 if ok else 1
 
 

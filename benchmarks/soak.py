@@ -613,15 +613,7 @@ def summarise(figures: dict[str, Any]) -> tuple[str, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    common.setup_logging(args.verbose)
-    common.interrupt_on_signals()
-    started = time.perf_counter()
-    figures = run(args)
-    text, held = summarise(figures)
-    print(text)
-    print(f"\nsoak wall time: {time.perf_counter() - started:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
+    _, held = common.run_and_report(args, run, summarise, label="soak")
     if not held:
         print("\nsoak: an invariant does not hold (see the table above)", file=sys.stderr)
     return 0 if held else 1
